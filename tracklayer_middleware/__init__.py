@@ -1,0 +1,1 @@
+"""TrackLayer: server-side X Conversions API delivery."""

@@ -1,0 +1,1 @@
+"""Delivery: outbox, sender, retry policy, X client, delivery log."""
