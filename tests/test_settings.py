@@ -1,4 +1,4 @@
-"""TrackLayerSettings: defaults, the guide's camelCase config, validation that lists every problem."""
+"""TrackLayerSettings: defaults, the guide's camelCase config, all problems reported at once."""
 
 from __future__ import annotations
 
@@ -77,7 +77,9 @@ def test_token_is_read_from_the_environment_at_use_time(monkeypatch: pytest.Monk
 
 
 def test_repr_hides_signing_keys() -> None:
-    settings = make(secret_key="super-secret-signing-key", secret_key_fallbacks=["old-secret-key-xx"])
+    settings = make(
+        secret_key="super-secret-signing-key", secret_key_fallbacks=["old-secret-key-xx"]
+    )
     assert "super-secret-signing-key" not in repr(settings)
     assert "old-secret-key-xx" not in repr(settings)
     assert settings.signing_keys == ("super-secret-signing-key", "old-secret-key-xx")

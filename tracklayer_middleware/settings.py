@@ -149,7 +149,7 @@ class TrackLayerSettings:
         return dataclasses.replace(self, **changes)
 
     # ------------------------------------------------------------------ validation
-    def _problems(self) -> Iterable[str]:  # noqa: C901 - one flat list of independent checks
+    def _problems(self) -> Iterable[str]:
         if not self.pixel_id:
             yield "pixel_id is empty: set it to your X pixel id (Events Manager, e.g. 'o1a2b')."
         elif not PIXEL_ID_RE.match(self.pixel_id):
@@ -319,16 +319,13 @@ class TrackLayerSettings:
 
 def normalize_key(key: str) -> str:
     """``pixelId`` / ``PIXEL_ID`` / ``pixel_id`` → ``pixel_id``; guide aliases resolved."""
-    if key.isupper():
-        snake = key.lower()
-    else:
-        snake = re.sub(r"(?<=[a-z0-9])([A-Z])", r"_\1", key).lower()
+    snake = key.lower() if key.isupper() else re.sub(r"(?<=[a-z0-9])([A-Z])", r"_\1", key).lower()
     snake = snake.replace("-", "_")
     return _ALIASES.get(snake, snake)
 
 
 def parse_event_map(raw: Any) -> dict[str, EventMapping]:
-    """Accept ``{"purchase": "o87ni"}`` or the guide's ``{"purchase": {"eventId": ..., "label": ...}}``."""
+    """Parse ``{"purchase": "o87ni"}`` or the guide's ``{"purchase": {"eventId": ..., ...}}``."""
     if isinstance(raw, Mapping) and all(isinstance(v, EventMapping) for v in raw.values()):
         return dict(raw)
     if not isinstance(raw, Mapping):
@@ -354,7 +351,8 @@ def parse_event_map(raw: Any) -> dict[str, EventMapping]:
             )
         else:
             problems.append(
-                f"event {name!r} must map to an event id string or {{'eventId': ..., 'label': ...}}."
+                f"event {name!r} must map to an event id string or "
+                "{'eventId': ..., 'label': ...}."
             )
     if problems:
         raise ConfigurationError(problems)
