@@ -130,3 +130,7 @@ def test_error_does_not_echo_the_phone() -> None:
 
 def test_normalize_email_keeps_unicode_and_lowercases() -> None:
     assert normalize_email(" Jürgen@Example.DE ") == "jürgen@example.de"
+
+
+def test_trailing_newline_is_not_a_digest() -> None:
+    assert not is_sha256_hex(EMAIL_VECTOR + "\n")

@@ -21,7 +21,7 @@ _E164_RE = re.compile(r"^\+[1-9][0-9]{6,14}$")
 
 def is_sha256_hex(value: str) -> bool:
     """True for a SHA-256 hex digest as X expects it: 64 lowercase hex characters."""
-    return bool(_SHA256_HEX_RE.match(value))
+    return bool(_SHA256_HEX_RE.fullmatch(value))
 
 
 def sha256_hex(text: str) -> str:
@@ -59,7 +59,7 @@ def normalize_phone(raw: str, default_region: str | None = None) -> str:
     """
     value = _PHONE_PUNCTUATION_RE.sub("", _clean("phone", raw, MAX_PHONE_INPUT_LENGTH))
     if value.startswith("+"):
-        if not _E164_RE.match(value):
+        if not _E164_RE.fullmatch(value):
             raise ConversionError(
                 "phone starts with '+' but is not an E.164 number ('+' then 7 to 15 digits, "
                 "the first not 0), e.g. '+11234567890'.",
