@@ -305,7 +305,11 @@ class TrackLayerSettings:
         for key in ("allowed_environments", "secret_key_fallbacks", "trusted_proxies",
                     "allowed_origins"):
             if key in values:
-                values[key] = _as_tuple(values[key])
+                try:
+                    values[key] = _as_tuple(values[key])
+                except TypeError:
+                    problems.append(f"{key} must be a list of strings (or one comma-separated).")
+                    del values[key]
         try:
             settings = cls(**values)
         except ConfigurationError as exc:
@@ -362,4 +366,7 @@ def parse_event_map(raw: Any) -> dict[str, EventMapping]:
 def _as_tuple(value: Any) -> tuple[str, ...]:
     if isinstance(value, str):
         return tuple(v.strip() for v in value.split(",") if v.strip())
-    return tuple(value)
+    items = tuple(value)
+    if not all(isinstance(v, str) for v in items):
+        raise TypeError("not a list of strings")
+    return items
