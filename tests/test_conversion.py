@@ -427,3 +427,19 @@ def test_repr_shortens_hashes_and_hides_device_values() -> None:
     assert "SecretUA" not in text
     assert "ord_10492_purchase" in text
     assert "state=pending" in text
+
+
+def test_out_of_range_numbers_and_times_are_conversion_errors() -> None:
+    with pytest.raises(ConversionError, match="finite") as info:
+        convert(value=10**400)
+    assert info.value.field == "value"
+    edge = datetime.min.replace(tzinfo=timezone(timedelta(hours=1)))
+    with pytest.raises(ConversionError, match="outside the calendar") as info:
+        convert(conversion_time=edge)
+    assert info.value.field == "conversion_time"
+
+
+def test_time_format_pads_early_years() -> None:
+    early = datetime(999, 1, 2, 3, 4, 5, 6000, tzinfo=timezone.utc)
+    assert format_x_time(early) == "0999-01-02T03:04:05.006Z"
+    assert parse_x_time(format_x_time(early)) == early

@@ -307,13 +307,13 @@ def build_conversion(
 
 def format_x_time(moment: datetime) -> str:
     """X's time format: UTC with milliseconds, ``2026-04-24T09:42:13.000Z``."""
-    utc = moment.astimezone(timezone.utc)
-    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
+    utc = moment.astimezone(timezone.utc).replace(tzinfo=None)
+    return utc.isoformat(timespec="milliseconds") + "Z"
 
 
 def parse_x_time(text: str) -> datetime:
     """Inverse of ``format_x_time``."""
-    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc)
+    return datetime.fromisoformat(text.removesuffix("Z")).replace(tzinfo=timezone.utc)
 
 
 def _resolve_attribution(
@@ -358,8 +358,7 @@ def _conversion_time(given: datetime | None, now: datetime) -> datetime:
             "conversion_time %s is more than 7 days old; X may not attribute it",
             format_x_time(when),
         )
-    utc = when.astimezone(timezone.utc)
-    return utc.replace(microsecond=utc.microsecond // 1000 * 1000)
+    return when.replace(microsecond=when.microsecond // 1000 * 1000)
 
 
 def _aware(name: str, moment: object) -> datetime:
@@ -371,7 +370,10 @@ def _aware(name: str, moment: object) -> datetime:
             "datetime.now(timezone.utc) or dt.replace(tzinfo=timezone.utc).",
             field=name,
         )
-    return moment
+    try:
+        return moment.astimezone(timezone.utc)
+    except OverflowError:
+        raise ConversionError(f"{name} is outside the calendar X can take.", field=name) from None
 
 
 def _check_conversion_id(conversion_id: object) -> None:
@@ -398,9 +400,12 @@ def _check_conversion_id(conversion_id: object) -> None:
 def _money(name: str, amount: object) -> float:
     if isinstance(amount, bool) or not isinstance(amount, (int, float, Decimal)):
         raise ConversionError(f"{name} must be a number, not {type(amount).__name__}.", field=name)
-    number = float(amount)
+    try:
+        number = float(amount)
+    except OverflowError:
+        number = math.inf
     if not math.isfinite(number) or number < 0:
-        raise ConversionError(f"{name} must be a finite number >= 0, not {amount}.", field=name)
+        raise ConversionError(f"{name} must be a finite number >= 0.", field=name)
     return number
 
 
