@@ -2,3 +2,38 @@
 
 # The adversarial suite's reliability line at the end of every run (see tests/adversarial/).
 pytest_plugins = ["tests.adversarial.summary"]
+
+
+# --- fake X (tracklayer_middleware.testing) -------------------------------------------------
+import pytest  # noqa: E402
+
+from tracklayer_middleware.testing import FakeXConversionsAPI  # noqa: E402
+
+FAKE_X_TOKEN = "test-token-not-a-secret"
+
+
+@pytest.fixture
+def fake_x(monkeypatch: pytest.MonkeyPatch):
+    """A running fake X for pixel ``o1a2b``; X_ADS_BEARER_TOKEN is set to the token it expects."""
+    monkeypatch.setenv("X_ADS_BEARER_TOKEN", FAKE_X_TOKEN)
+    with FakeXConversionsAPI(pixel_ids=["o1a2b"], token=FAKE_X_TOKEN) as fake:
+        yield fake
+
+
+@pytest.fixture
+def x_conversion():
+    """Factory of one valid X conversion dict (``Conversion.to_x()`` shape); kwargs override."""
+
+    def make(conversion_id: str = "ord_1_purchase", **overrides):
+        item = {
+            "conversion_time": "2026-04-24T09:42:13.000Z",
+            "event_id": "o87ni",
+            "identifiers": [{"twclid": "29q0w6g2k2m4a"}],
+            "conversion_id": conversion_id,
+            "value": 129.95,
+            "price_currency": "USD",
+        }
+        item.update(overrides)
+        return item
+
+    return make
