@@ -1,0 +1,381 @@
+"""``Sender``: the loop that moves outbox rows to X, in a background thread or in the foreground.
+
+Lifecycle (after sentry-python's ``BackgroundWorker``, but the queue is the durable outbox,
+so nothing is ever dropped): the thread starts lazily on the first ``wake()``, restarts when
+``os.getpid()`` changed (a forked web worker gets its own thread and HTTP client), sleeps
+until the next row is due or it is woken, and on ``stop()`` finishes the batch in flight and
+hands every other claimed row back.
+
+One cycle: claim due rows under a lease, group them by pixel into batches of at most
+``batch_size``, take tokens from the rate-limit bucket, renew the lease, POST, and record the
+outcome of every row (``policy.decide``) with one delivery-log entry per row per attempt.
+A 400 on a batch is bisected until the bad conversion is alone: the others are delivered and
+the bad one goes ``dead`` with X's code, message and parameter.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from ..conversion import Conversion
+from ..errors import OutboxError
+from ..settings import TrackLayerSettings
+from .client import SendResult
+from .log import DeliveryLogEntry, log_attempt
+from .outbox import PAUSE_AUTH, PAUSE_RATE_LIMIT, Outbox, OutboxRow, PixelPause, RowUpdate, State
+
+logger = logging.getLogger("tracklayer.delivery.sender")
+
+#: Longest idle sleep: rows enqueued by other processes sharing the file are seen this fast.
+IDLE_POLL_SECONDS = 0.5
+#: Pause after the outbox itself failed (disk full, read-only) before trying again.
+OUTBOX_ERROR_BACKOFF_SECONDS = 5.0
+
+
+class Client(Protocol):
+    """What the sender needs from ``XConversionsClient``."""
+
+    def send(
+        self, conversions: Sequence[dict[str, Any]], *, pixel_id: str | None = None
+    ) -> SendResult: ...
+
+    def close(self) -> None: ...
+
+
+class Bucket(Protocol):
+    """What the sender needs from ``ratelimit.TokenBucket``."""
+
+    def acquire(self, tokens: int, *, stop: threading.Event | None = None) -> bool: ...
+
+
+@dataclass
+class _Batch:
+    """Claimed rows of one pixel going out together, with their payloads."""
+
+    pixel_id: str
+    rows: list[OutboxRow]
+    payloads: list[dict[str, Any]]
+    identifiers: list[tuple[str, ...]]
+
+
+class Sender:
+    """Delivers the outbox; one per engine and process (see the module docstring)."""
+
+    def __init__(
+        self,
+        settings: TrackLayerSettings,
+        outbox: Outbox,
+        client_factory: Callable[[], Client],
+        bucket_factory: Callable[[], Bucket],
+        *,
+        before_cycle: Callable[[], None] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.outbox = outbox
+        self._client_factory = client_factory
+        self._client: Client | None = None
+        self._bucket_factory = bucket_factory
+        self._bucket: Bucket | None = None
+        self._before_cycle = before_cycle
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._pid = os.getpid()
+        #: Notified after every recorded batch; ``TrackLayer.flush()`` waits on it.
+        self.progress = threading.Condition()
+
+    def __repr__(self) -> str:
+        alive = self.is_alive()
+        return f"<Sender outbox={self.outbox!r} running={alive} dry_run={self.settings.dry_run}>"
+
+    # ------------------------------------------------------------------ lifecycle
+    def is_alive(self) -> bool:
+        """True when this process's sender thread is running."""
+        return self._pid == os.getpid() and self._thread is not None and self._thread.is_alive()
+
+    def wake(self) -> None:
+        """Start the thread if needed (again after a fork) and make it look for work now."""
+        with self._lock:
+            if self._pid != os.getpid():
+                self._after_fork()
+            if self._thread is None or not self._thread.is_alive():
+                self._stop.clear()
+                self._thread = threading.Thread(
+                    target=self.run, name="tracklayer-sender", daemon=True
+                )
+                self._thread.start()
+        self._wake.set()
+
+    def _after_fork(self) -> None:
+        # The parent's thread does not exist here and its HTTP connections are shared
+        # sockets: start from scratch, never touch (close) the parent's client.
+        self._pid = os.getpid()
+        self._thread = None
+        self._client = None
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self.progress = threading.Condition()
+
+    def stop(self, timeout: float | None = None) -> bool:
+        """Finish the batch in flight, hand back other claimed rows, end the thread."""
+        self._stop.set()
+        self._wake.set()
+        thread = self._thread if self._pid == os.getpid() else None
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+            if thread.is_alive():
+                return False
+        self._thread = None
+        if self._client is not None and self._pid == os.getpid():
+            self._client.close()
+            self._client = None
+        return True
+
+    # ------------------------------------------------------------------ the loop
+    def run(self, *, once: bool = False, stop: threading.Event | None = None) -> None:
+        """Deliver until stopped; with ``once``, return when nothing is due right now."""
+        stop_event = stop or self._stop
+        while not (stop_event.is_set() or self._stop.is_set()):
+            if self._before_cycle is not None:
+                self._before_cycle()
+            try:
+                handled = self.cycle(stop_event)
+            except OutboxError as exc:
+                logger.error("TrackLayer sender cannot use the outbox: %s", exc)
+                if once:
+                    raise
+                self._sleep(OUTBOX_ERROR_BACKOFF_SECONDS, stop_event)
+                continue
+            if handled:
+                continue
+            if once:
+                return
+            self._sleep(self._idle_seconds(), stop_event)
+
+    def _idle_seconds(self) -> float:
+        now = self._clock()
+        try:
+            due = self.outbox.next_due(now)
+        except OutboxError:
+            return OUTBOX_ERROR_BACKOFF_SECONDS
+        if due is None:
+            return IDLE_POLL_SECONDS
+        return min(max(due - now, 0.0), IDLE_POLL_SECONDS)
+
+    def _sleep(self, seconds: float, stop: threading.Event) -> None:
+        if stop is not self._stop and stop.wait(0):
+            return
+        self._wake.wait(seconds)
+        self._wake.clear()
+
+    def cycle(self, stop: threading.Event | None = None) -> int:
+        """Claim one batch-size of due rows and deliver them; returns how many were claimed."""
+        settings = self.settings
+        owner, rows = self.outbox.claim(
+            settings.batch_size, lease_seconds=settings.lease_seconds, now=self._clock()
+        )
+        if not rows:
+            return 0
+        pending = list(_batches(rows, settings))
+        try:
+            while pending:
+                if stop is not None and stop.is_set() and pending:
+                    break
+                batch = pending.pop(0)
+                self._deliver(owner, batch, remaining=[r.id for b in pending for r in b.rows])
+        finally:
+            self._hand_back(owner, [row for batch in pending for row in batch.rows])
+        with self.progress:
+            self.progress.notify_all()
+        return len(rows)
+
+    def _hand_back(self, owner: str, rows: list[OutboxRow]) -> None:
+        if not rows:
+            return
+        self.outbox.finish(
+            [
+                RowUpdate(
+                    row.id, owner, State.RETRYING if row.attempts else State.PENDING,
+                    attempts=row.attempts,
+                )
+                for row in rows
+            ],
+            [],
+            now=self._clock(),
+        )
+
+    # ------------------------------------------------------------------ one batch
+    def _deliver(self, owner: str, batch: _Batch, *, remaining: list[int]) -> None:
+        if self.settings.dry_run:
+            self._record(owner, batch, State.DRY_RUN, None, self._clock())
+            return
+        if self._bucket is None:
+            self._bucket = self._bucket_factory()
+        self._bucket.acquire(len(batch.rows))
+        # Each POST ends within timeout_seconds < lease_seconds: renewing now covers it.
+        now = self._clock()
+        self.outbox.renew(
+            owner, [r.id for r in batch.rows] + remaining, until=now + self.settings.lease_seconds
+        )
+        if self._client is None:
+            self._client = self._client_factory()
+        result = self._client.send(batch.payloads, pixel_id=batch.pixel_id)
+        from . import policy
+
+        decision = policy.decide(
+            result,
+            attempts=min(r.attempts for r in batch.rows),
+            first_attempt_at=min((r.first_attempt_at or now) for r in batch.rows),
+            now=self._clock(),
+            settings=self.settings,
+            batch_size=len(batch.rows),
+        )
+        if decision.action == "bisect":
+            # The rejected POST was a real attempt of every row: log it, then send halves.
+            self._record(owner, batch, State.RETRYING, result, now, final=False,
+                         note="batch rejected by X; bisecting to isolate the invalid conversion")
+            tried = _Batch(
+                batch.pixel_id,
+                [dataclasses.replace(r, attempts=r.attempts + 1) for r in batch.rows],
+                batch.payloads, batch.identifiers,
+            )
+            half = len(batch.rows) // 2
+            self._deliver(owner, _slice(tried, 0, half), remaining=remaining)
+            self._deliver(owner, _slice(tried, half, len(batch.rows)), remaining=remaining)
+            return
+        if decision.action == "sent":
+            self._record(owner, batch, State.SENT, result, now)
+            self._resume_if_paused(batch.pixel_id)
+        elif decision.action == "dead":
+            self._record(owner, batch, State.DEAD, result, now, note=decision.reason)
+        elif decision.action == "retry":
+            self._record(owner, batch, State.RETRYING, result, now,
+                         next_attempt_at=self._clock() + decision.delay, counts=decision.consume)
+        elif decision.action == "pause":
+            self._pause(owner, batch, result, decision, now)
+        else:  # pragma: no cover - policy and sender are released together
+            raise AssertionError(f"unknown decision {decision.action!r}")
+
+    def _pause(
+        self, owner: str, batch: _Batch, result: SendResult, decision: Any,
+        started: float,
+    ) -> None:
+        now = self._clock()
+        kind = PAUSE_RATE_LIMIT if result.kind == "rate_limited" else PAUSE_AUTH
+        previous = self.outbox.pauses().get(batch.pixel_id)
+        probes = previous.probes + 1 if previous is not None and previous.kind == kind else 0
+        from . import policy
+
+        delay = decision.delay if kind == PAUSE_RATE_LIMIT else policy.probe_delay(
+            probes, self.settings
+        )
+        error = result.first_error
+        self.outbox.pause(
+            PixelPause(
+                pixel_id=batch.pixel_id, kind=kind, reason=decision.reason, until=now + delay,
+                since=previous.since if previous is not None else now, probes=probes,
+                status=result.status_code, code=error.code if error else None,
+            ),
+            now=now,
+        )
+        if kind == PAUSE_AUTH and probes == 0:
+            logger.error(
+                "TrackLayer paused delivery to pixel %s: %s", batch.pixel_id, decision.reason
+            )
+        state = State.PAUSED if kind == PAUSE_AUTH else State.RETRYING
+        self._record(owner, batch, state, result, started, next_attempt_at=now + delay,
+                     counts=False, note=decision.reason)
+
+    def _resume_if_paused(self, pixel_id: str) -> None:
+        if pixel_id in self.outbox.pauses():
+            resumed = self.outbox.resume(pixel_id, now=self._clock())
+            logger.warning(
+                "TrackLayer resumed delivery to pixel %s (%d waiting conversions released)",
+                pixel_id, resumed,
+            )
+
+    def _record(
+        self,
+        owner: str,
+        batch: _Batch,
+        state: str,
+        result: SendResult | None,
+        started: float,
+        *,
+        next_attempt_at: float | None = None,
+        counts: bool = True,
+        final: bool = True,
+        note: str | None = None,
+    ) -> None:
+        """Write the outcome of one attempt for every row of the batch, and log it."""
+        finished = self._clock()
+        error = result.first_error if result is not None else None
+        message = note or (result.describe() if result is not None and not result.ok else None)
+        updates, entries = [], []
+        for row, names in zip(batch.rows, batch.identifiers, strict=True):
+            attempts = row.attempts + 1 if counts and result is not None else row.attempts
+            updates.append(RowUpdate(
+                row.id, owner, state, attempts=attempts,
+                first_attempt_at=started if result is not None else None,
+                next_attempt_at=next_attempt_at,
+                status=result.status_code if result else None,
+                code=error.code if error else (result.kind if result and not result.ok else None),
+                error=message,
+            ))
+            entries.append(DeliveryLogEntry(
+                conversion_id=row.conversion_id, event=row.event, pixel_id=row.pixel_id,
+                attempt=row.attempts + 1, state=state, started_at=started, finished_at=finished,
+                http_status=result.status_code if result else None,
+                error_code=error.code if error else None,
+                error_message=_error_text(error, message),
+                debug_id=result.debug_id if result else None,
+                identifiers=names,
+                latency_ms=result.latency_ms if result else None,
+            ))
+        # A bisect step (not final) keeps the rows claimed: only the attempt is logged.
+        self.outbox.finish(updates if final else [], entries, now=finished)
+        for entry in entries:
+            log_attempt(entry)
+
+
+def _error_text(error: Any, message: str | None) -> str | None:
+    if error is None:
+        return message
+    where = f" [{error.parameter}]" if error.parameter else ""
+    return f"{error.message}{where}"
+
+
+def _batches(rows: list[OutboxRow], settings: TrackLayerSettings) -> list[_Batch]:
+    by_pixel: dict[str, list[OutboxRow]] = defaultdict(list)
+    for row in rows:
+        by_pixel[row.pixel_id].append(row)
+    batches = []
+    for pixel, pixel_rows in by_pixel.items():
+        for start in range(0, len(pixel_rows), settings.batch_size):
+            chunk = pixel_rows[start:start + settings.batch_size]
+            conversions = [Conversion.from_record(r.record) for r in chunk]
+            batches.append(_Batch(
+                pixel_id=pixel,
+                rows=chunk,
+                payloads=[c.to_x(send_external_id=settings.send_external_id) for c in conversions],
+                identifiers=[tuple(c.identifier_names()) for c in conversions],
+            ))
+    return batches
+
+
+def _slice(batch: _Batch, start: int, end: int) -> _Batch:
+    return _Batch(
+        batch.pixel_id, batch.rows[start:end], batch.payloads[start:end],
+        batch.identifiers[start:end],
+    )

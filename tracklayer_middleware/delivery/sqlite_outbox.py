@@ -1,0 +1,531 @@
+"""``SQLiteOutbox``: the default durable outbox, one SQLite file shared by threads and processes.
+
+How it stays correct with many writers:
+
+* WAL journal + ``busy_timeout``: readers never block the writer, writers queue for a while
+  instead of failing at once.
+* Every write runs in ``BEGIN IMMEDIATE``: the write lock is taken up front, so two claims
+  can never both read a row as due and both take it.
+* Claims are leases (``lease_owner`` + ``lease_until``). A sender killed mid-send leaves rows
+  ``in_flight`` with a lease that runs out; the next claim takes them again. Outcomes are
+  applied only while the lease is still the claimer's, so a late sender never overwrites the
+  one that took over.
+* One connection per thread, and a fresh set after ``fork()`` (a connection must not cross a
+  process boundary).
+
+The delivery log lives in the same file (table ``delivery_log``) so ``trace()`` needs one file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sqlite3
+import threading
+import uuid
+from collections.abc import Collection, Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..errors import OutboxError
+from .log import DeliveryLogEntry
+from .outbox import PAUSE_AUTH, OutboxRow, PixelPause, RowUpdate, State
+
+if TYPE_CHECKING:
+    from ..conversion import Conversion
+
+BUSY_TIMEOUT_MS = 10_000
+
+# Each entry upgrades the schema by one version; never edit a released entry, append.
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE outbox (
+        id INTEGER PRIMARY KEY,
+        pixel_id TEXT NOT NULL,
+        event TEXT NOT NULL,
+        event_id TEXT NOT NULL,
+        conversion_id TEXT NOT NULL,
+        record TEXT NOT NULL,
+        state TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        first_attempt_at REAL,
+        next_attempt_at REAL NOT NULL,
+        lease_owner TEXT,
+        lease_until REAL,
+        last_status INTEGER,
+        last_code TEXT,
+        last_error TEXT,
+        UNIQUE (pixel_id, event_id, conversion_id)
+    );
+    CREATE INDEX outbox_due ON outbox (state, next_attempt_at);
+    CREATE INDEX outbox_conversion ON outbox (conversion_id);
+    CREATE TABLE pixel_pause (
+        pixel_id TEXT PRIMARY KEY,
+        kind TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        until REAL NOT NULL,
+        since REAL NOT NULL,
+        probes INTEGER NOT NULL DEFAULT 0,
+        status INTEGER,
+        code TEXT
+    );
+    CREATE TABLE delivery_log (
+        id INTEGER PRIMARY KEY,
+        conversion_id TEXT NOT NULL,
+        event TEXT NOT NULL,
+        pixel_id TEXT NOT NULL,
+        attempt INTEGER NOT NULL,
+        state TEXT NOT NULL,
+        http_status INTEGER,
+        error_code TEXT,
+        error_message TEXT,
+        debug_id TEXT,
+        identifiers TEXT NOT NULL,
+        latency_ms REAL,
+        started_at REAL NOT NULL,
+        finished_at REAL NOT NULL
+    );
+    CREATE INDEX delivery_log_conversion ON delivery_log (conversion_id);
+    CREATE INDEX delivery_log_failures ON delivery_log (pixel_id, http_status);
+    """,
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+_ROW_COLUMNS = (
+    "id, pixel_id, event, event_id, conversion_id, record, state, attempts, created_at, "
+    "updated_at, first_attempt_at, next_attempt_at, lease_owner, last_status, last_code, "
+    "last_error"
+)
+_LOG_COLUMNS = (
+    "conversion_id, event, pixel_id, attempt, state, started_at, finished_at, http_status, "
+    "error_code, error_message, debug_id, identifiers, latency_ms"
+)
+# Rows of a pixel whose pause (or next auth probe) lies in the future are not due.
+_HELD = "pixel_id IN (SELECT pixel_id FROM pixel_pause WHERE until > :now)"
+
+
+class SQLiteOutbox:
+    """The durable outbox in one SQLite file (see the module docstring for the guarantees)."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self._local = threading.local()
+        self._pid = os.getpid()
+        self._schema_ready = False
+        self._schema_lock = threading.Lock()
+        self._connections: list[sqlite3.Connection] = []
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({str(self.path)!r})"
+
+    # ------------------------------------------------------------------ connections
+    def _open(self) -> sqlite3.Connection:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(
+            str(self.path), timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
+            check_same_thread=False,
+        )
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = NORMAL")
+        return conn
+
+    def _connection(self) -> sqlite3.Connection:
+        if os.getpid() != self._pid:
+            # Forked: the parent's connections belong to the parent; forget, never close them.
+            self._pid = os.getpid()
+            self._local = threading.local()
+            self._connections = []
+            self._schema_ready = False
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._open()
+            self._local.conn = conn
+            self._connections.append(conn)
+        if not self._schema_ready:
+            with self._schema_lock:
+                if not self._schema_ready:
+                    self._migrate(conn)
+                    self._schema_ready = True
+        return conn
+
+    @contextlib.contextmanager
+    def _lock(self) -> Iterator[None]:
+        """Serialise use of a shared connection (file connections are per thread: no-op)."""
+        yield
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        with self._errors(), self._lock():
+            conn = self._connection()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    @contextlib.contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        with self._errors(), self._lock():
+            yield self._connection()
+
+    @contextlib.contextmanager
+    def _errors(self) -> Iterator[None]:
+        try:
+            yield
+        except sqlite3.Error as exc:
+            raise OutboxError(self._explain(exc)) from exc
+        except OSError as exc:  # creating the parent directory
+            raise OutboxError(
+                f"cannot create the outbox directory for {str(self.path)!r}: {exc.strerror}. "
+                "Point outbox='sqlite:///...' at a writable location."
+            ) from exc
+
+    def _explain(self, exc: sqlite3.Error) -> str:
+        text = str(exc)
+        where = f"outbox {str(self.path)!r}"
+        if "readonly" in text or "read-only" in text:
+            fix = "is read-only: make the file and its directory writable by this process"
+        elif "disk is full" in text or "disk I/O" in text:
+            fix = "cannot be written (disk full or I/O error): free space on its volume"
+        elif "unable to open" in text:
+            fix = "cannot be opened: check that the directory exists and is writable"
+        elif "not a database" in text or "malformed" in text:
+            fix = "is not a readable SQLite outbox: move it aside (rows in it are not lost)"
+        elif "locked" in text or "busy" in text:
+            fix = f"stayed locked for over {BUSY_TIMEOUT_MS // 1000} s by another process"
+        else:
+            fix = "failed"
+        return f"{where} {fix} (sqlite: {text})."
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+            row = conn.execute("SELECT version FROM schema_version").fetchone()
+            version = row[0] if row else 0
+            if version > SCHEMA_VERSION:
+                raise OutboxError(
+                    f"outbox {str(self.path)!r} has schema version {version}, newer than "
+                    f"this TrackLayer understands ({SCHEMA_VERSION}): upgrade tracklayer."
+                )
+            for script in MIGRATIONS[version:]:
+                for statement in filter(str.strip, script.split(";")):
+                    conn.execute(statement)
+            if row is None:
+                conn.execute("INSERT INTO schema_version VALUES (?)", (SCHEMA_VERSION,))
+            else:
+                conn.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION,))
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def close(self) -> None:
+        """Close this process's connections (safe to call more than once)."""
+        if os.getpid() != self._pid:
+            return
+        for conn in self._connections:
+            conn.close()
+        self._connections = []
+        self._local = threading.local()
+
+    # ------------------------------------------------------------------ writing
+    def enqueue(self, conversions: Sequence[Conversion], *, now: float) -> list[bool]:
+        """Insert one row per conversion; False where (pixel, event id, conversion id) exists."""
+        inserted: list[bool] = []
+        with self._write() as conn:
+            held = {
+                pixel for (pixel,) in conn.execute(
+                    "SELECT pixel_id FROM pixel_pause WHERE kind = ?", (PAUSE_AUTH,)
+                )
+            }
+            for conversion in conversions:
+                state = conversion.initial_state
+                if state == State.PENDING and conversion.pixel_id in held:
+                    state = State.PAUSED
+                cursor = conn.execute(
+                    "INSERT OR IGNORE INTO outbox (pixel_id, event, event_id, conversion_id, "
+                    "record, state, created_at, updated_at, next_attempt_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        conversion.pixel_id, conversion.event, conversion.event_id,
+                        conversion.conversion_id,
+                        json.dumps(conversion.to_record(), separators=(",", ":")),
+                        state, now, now, now,
+                    ),
+                )
+                inserted.append(cursor.rowcount == 1)
+        return inserted
+
+    def claim(
+        self, limit: int, *, lease_seconds: float, now: float,
+        pixel_ids: Collection[str] | None = None,
+    ) -> tuple[str, list[OutboxRow]]:
+        """Lease up to ``limit`` due rows (oldest due first) to a new owner token.
+
+        Due: ``pending``/``retrying`` whose time has come, ``in_flight`` whose lease ran out,
+        and — once an auth pause's probe time has come — the pixel's ``paused`` rows (one
+        batch: the probe). A claimed probe pushes the pause's probe time out by the lease so
+        no other sender probes at the same time.
+        """
+        owner = uuid.uuid4().hex
+        params: dict[str, Any] = {
+            "now": now, "auth": PAUSE_AUTH, "limit": limit, "owner": owner,
+            "until": now + lease_seconds, "paused": State.PAUSED,
+        }
+        only = ""
+        if pixel_ids is not None:
+            only = "AND pixel_id IN (" + ", ".join(
+                f":p{i}" for i in range(len(pixel_ids))) + ")"
+            params.update({f"p{i}": p for i, p in enumerate(pixel_ids)})
+        with self._write() as conn:
+            probes = [
+                pixel for (pixel,) in conn.execute(
+                    "SELECT pixel_id FROM pixel_pause WHERE kind = :auth AND until <= :now",
+                    params,
+                )
+            ]
+            probe_clause = ""
+            if probes:
+                probe_clause = "OR (state = :paused AND pixel_id IN (" + ", ".join(
+                    f":q{i}" for i in range(len(probes))) + "))"
+                params.update({f"q{i}": p for i, p in enumerate(probes)})
+            rows = conn.execute(
+                f"SELECT {_ROW_COLUMNS} FROM outbox WHERE ("
+                "  (state IN ('pending', 'retrying') AND next_attempt_at <= :now)"
+                "  OR (state = 'in_flight' AND lease_until <= :now)"
+                f"  {probe_clause}"
+                f") AND NOT {_HELD} {only} "
+                "ORDER BY next_attempt_at, id LIMIT :limit",
+                params,
+            ).fetchall()
+            ids = [r[0] for r in rows]
+            conn.executemany(
+                "UPDATE outbox SET state = 'in_flight', lease_owner = ?, lease_until = ?, "
+                "updated_at = ? WHERE id = ?",
+                [(owner, now + lease_seconds, now, i) for i in ids],
+            )
+            claimed_probes = {r[1] for r in rows} & set(probes)
+            conn.executemany(
+                "UPDATE pixel_pause SET until = ? WHERE pixel_id = ?",
+                [(now + lease_seconds, p) for p in claimed_probes],
+            )
+        return owner, [_row(r) for r in rows]
+
+    def renew(self, lease_owner: str, row_ids: Sequence[int], *, until: float) -> None:
+        """Extend the lease of rows still held by ``lease_owner``."""
+        with self._write() as conn:
+            conn.executemany(
+                "UPDATE outbox SET lease_until = ? WHERE id = ? AND lease_owner = ? "
+                "AND state = 'in_flight'",
+                [(until, i, lease_owner) for i in row_ids],
+            )
+
+    def finish(
+        self, updates: Sequence[RowUpdate], entries: Sequence[DeliveryLogEntry], *, now: float
+    ) -> int:
+        """Apply outcomes (only where the lease is still the updater's) and append the log."""
+        applied = 0
+        with self._write() as conn:
+            for u in updates:
+                cursor = conn.execute(
+                    "UPDATE outbox SET state = ?, attempts = ?, "
+                    "first_attempt_at = COALESCE(first_attempt_at, ?), "
+                    "next_attempt_at = COALESCE(?, next_attempt_at), lease_owner = NULL, "
+                    "lease_until = NULL, last_status = ?, last_code = ?, last_error = ?, "
+                    "updated_at = ? WHERE id = ? AND lease_owner = ? AND state = 'in_flight'",
+                    (
+                        u.state, u.attempts, u.first_attempt_at, u.next_attempt_at, u.status,
+                        u.code, u.error, now, u.row_id, u.lease_owner,
+                    ),
+                )
+                applied += cursor.rowcount
+            conn.executemany(
+                f"INSERT INTO delivery_log ({_LOG_COLUMNS}) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [_log_params(e) for e in entries],
+            )
+        return applied
+
+    def pause(self, pause: PixelPause, *, now: float) -> None:
+        """Record a pixel pause; an auth pause parks the pixel's waiting rows as ``paused``."""
+        with self._write() as conn:
+            conn.execute(
+                "INSERT OR REPLACE INTO pixel_pause "
+                "(pixel_id, kind, reason, until, since, probes, status, code) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    pause.pixel_id, pause.kind, pause.reason, pause.until, pause.since,
+                    pause.probes, pause.status, pause.code,
+                ),
+            )
+            if pause.kind == PAUSE_AUTH:
+                conn.execute(
+                    "UPDATE outbox SET state = 'paused', updated_at = ? "
+                    "WHERE pixel_id = ? AND state IN ('pending', 'retrying')",
+                    (now, pause.pixel_id),
+                )
+
+    def resume(self, pixel_id: str, *, now: float) -> int:
+        """Lift the pixel's pause and make its ``paused`` rows due now."""
+        with self._write() as conn:
+            conn.execute("DELETE FROM pixel_pause WHERE pixel_id = ?", (pixel_id,))
+            cursor = conn.execute(
+                "UPDATE outbox SET state = 'pending', next_attempt_at = ?, updated_at = ? "
+                "WHERE pixel_id = ? AND state = 'paused'",
+                (now, now, pixel_id),
+            )
+            return cursor.rowcount
+
+    def retry_dead(
+        self, *, now: float, conversion_ids: Collection[str] | None = None,
+        event: str | None = None,
+    ) -> int:
+        """Dead rows (filtered by ids and/or event) become ``pending`` with a fresh budget."""
+        where = ["state = 'dead'"]
+        params: list[Any] = [now, now]
+        if conversion_ids is not None:
+            where.append(f"conversion_id IN ({', '.join('?' * len(conversion_ids))})")
+            params.extend(conversion_ids)
+        if event is not None:
+            where.append("event = ?")
+            params.append(event)
+        with self._write() as conn:
+            cursor = conn.execute(
+                "UPDATE outbox SET state = 'pending', attempts = 0, first_attempt_at = NULL, "
+                f"next_attempt_at = ?, updated_at = ? WHERE {' AND '.join(where)}",
+                params,
+            )
+            return cursor.rowcount
+
+    def purge(self, *, done_before: float) -> int:
+        """Delete finished rows (sent, dry-run, skipped) and their log older than the cut."""
+        done = ", ".join(f"'{s}'" for s in State.DONE)
+        with self._write() as conn:
+            conn.execute(
+                "DELETE FROM delivery_log WHERE conversion_id IN (SELECT conversion_id "
+                f"FROM outbox WHERE state IN ({done}) AND updated_at < ?) "
+                "AND finished_at < ?",
+                (done_before, done_before),
+            )
+            cursor = conn.execute(
+                f"DELETE FROM outbox WHERE state IN ({done}) AND updated_at < ?",
+                (done_before,),
+            )
+            return cursor.rowcount
+
+    # ------------------------------------------------------------------ reading
+    def pauses(self) -> dict[str, PixelPause]:
+        """Every recorded pixel pause."""
+        with self._read() as conn:
+            rows = conn.execute(
+                "SELECT pixel_id, kind, reason, until, since, probes, status, code "
+                "FROM pixel_pause"
+            ).fetchall()
+        return {r[0]: PixelPause(*r) for r in rows}
+
+    def unfinished(self, now: float) -> tuple[int, float | None]:
+        """How many rows ``flush()`` waits for, and the earliest moment one of them is due."""
+        with self._read() as conn:
+            count, due = conn.execute(
+                "SELECT COUNT(*), MIN(CASE WHEN state = 'in_flight' THEN lease_until "
+                "ELSE MAX(next_attempt_at, COALESCE((SELECT until FROM pixel_pause p "
+                "WHERE p.pixel_id = outbox.pixel_id), 0)) END) "
+                "FROM outbox WHERE state IN ('pending', 'in_flight', 'retrying')"
+            ).fetchone()
+        return int(count), due
+
+    def next_due(self, now: float, pixel_ids: Collection[str] | None = None) -> float | None:
+        """The earliest moment a claim could return something (lease expiries included)."""
+        only, params = "", list(pixel_ids or ())
+        if pixel_ids is not None:
+            only = f"AND pixel_id IN ({', '.join('?' * len(pixel_ids))})"
+        with self._read() as conn:
+            (due,) = conn.execute(
+                "SELECT MIN(CASE WHEN state = 'in_flight' THEN lease_until "
+                "ELSE MAX(next_attempt_at, COALESCE((SELECT until FROM pixel_pause p "
+                "WHERE p.pixel_id = outbox.pixel_id), 0)) END) FROM outbox "
+                f"WHERE state IN ('pending', 'in_flight', 'retrying', 'paused') {only}",
+                params,
+            ).fetchone()
+        return float(due) if due is not None else None
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """``{event: {state: n}}`` over the whole outbox."""
+        with self._read() as conn:
+            rows = conn.execute(
+                "SELECT event, state, COUNT(*) FROM outbox GROUP BY event, state"
+            ).fetchall()
+        result: dict[str, dict[str, int]] = {}
+        for event, state, n in rows:
+            result.setdefault(event, {})[state] = n
+        return result
+
+    def oldest_unfinished(self) -> float | None:
+        """``created_at`` of the oldest row not yet delivered (paused rows included)."""
+        with self._read() as conn:
+            (oldest,) = conn.execute(
+                "SELECT MIN(created_at) FROM outbox "
+                "WHERE state IN ('pending', 'in_flight', 'retrying', 'paused')"
+            ).fetchone()
+        return float(oldest) if oldest is not None else None
+
+    def last_errors(self) -> dict[str, DeliveryLogEntry]:
+        """The latest failed attempt (non-2xx, timeout or refused) for each pixel."""
+        with self._read() as conn:
+            rows = conn.execute(
+                f"SELECT {_LOG_COLUMNS} FROM delivery_log WHERE id IN ("
+                "SELECT MAX(id) FROM delivery_log WHERE state IN "
+                "('retrying', 'dead', 'paused') GROUP BY pixel_id)"
+            ).fetchall()
+        return {r[2]: _entry(r) for r in rows}
+
+    def rows(self, conversion_id: str) -> list[OutboxRow]:
+        """Every row using this conversion id."""
+        with self._read() as conn:
+            rows = conn.execute(
+                f"SELECT {_ROW_COLUMNS} FROM outbox WHERE conversion_id = ? ORDER BY id",
+                (conversion_id,),
+            ).fetchall()
+        return [_row(r) for r in rows]
+
+    def attempts(self, conversion_id: str) -> list[DeliveryLogEntry]:
+        """The delivery log of a conversion id, oldest first."""
+        with self._read() as conn:
+            rows = conn.execute(
+                f"SELECT {_LOG_COLUMNS} FROM delivery_log WHERE conversion_id = ? ORDER BY id",
+                (conversion_id,),
+            ).fetchall()
+        return [_entry(r) for r in rows]
+
+
+def _row(r: Sequence[Any]) -> OutboxRow:
+    return OutboxRow(
+        id=r[0], pixel_id=r[1], event=r[2], event_id=r[3], conversion_id=r[4],
+        record=json.loads(r[5]), state=r[6], attempts=r[7], created_at=r[8],
+        updated_at=r[9], first_attempt_at=r[10], next_attempt_at=r[11], lease_owner=r[12],
+        last_status=r[13], last_code=r[14], last_error=r[15],
+    )
+
+
+def _log_params(e: DeliveryLogEntry) -> tuple[Any, ...]:
+    return (
+        e.conversion_id, e.event, e.pixel_id, e.attempt, e.state, e.started_at,
+        e.finished_at, e.http_status, e.error_code, e.error_message, e.debug_id,
+        json.dumps(list(e.identifiers)), e.latency_ms,
+    )
+
+
+def _entry(r: Sequence[Any]) -> DeliveryLogEntry:
+    return DeliveryLogEntry(
+        conversion_id=r[0], event=r[1], pixel_id=r[2], attempt=r[3], state=r[4],
+        started_at=r[5], finished_at=r[6], http_status=r[7], error_code=r[8],
+        error_message=r[9], debug_id=r[10], identifiers=tuple(json.loads(r[11])),
+        latency_ms=r[12],
+    )
