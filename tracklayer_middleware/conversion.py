@@ -402,7 +402,7 @@ def _money(name: str, amount: object) -> float:
         raise ConversionError(f"{name} must be a number, not {type(amount).__name__}.", field=name)
     try:
         number = float(amount)
-    except OverflowError:
+    except (OverflowError, ValueError):  # ValueError: Decimal("sNaN")
         number = math.inf
     if not math.isfinite(number) or number < 0:
         raise ConversionError(f"{name} must be a finite number >= 0.", field=name)

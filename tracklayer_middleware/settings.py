@@ -33,6 +33,27 @@ DELIVERY_MODES: tuple[str, ...] = ("background", "worker", "celery")
 DEFAULT_OUTBOX = "sqlite:///.tracklayer/outbox.sqlite3"
 MIN_SECRET_KEY_LENGTH = 16
 
+# Declared field types checked before validation, and what each is called in a message.
+_FIELD_TYPES: dict[str, tuple[type, ...]] = {
+    "str": (str,),
+    "int": (int,),
+    "float": (int, float),
+    "bool": (bool,),
+    "AuthMode": (str,),
+    "DeliveryMode": (str,),
+}
+_TYPE_WORDS = {
+    "str": "a string",
+    "int": "a whole number",
+    "float": "a number",
+    "bool": "true or false",
+    "tuple[str, ...]": "a list of strings",
+    "Mapping[str, EventMapping]": "a mapping of event names to event ids",
+    "AuthMode": "a string",
+    "DeliveryMode": "a string",
+}
+_ALSO_ACCEPTED: dict[str, tuple[type, ...]] = {"api_version": (int,)}  # the guide's 12 or "12"
+
 # The guide's camelCase names that do not map to a snake_case field by plain conversion.
 _ALIASES = {
     "token_secret_name": "token_env",
@@ -114,7 +135,9 @@ class TrackLayerSettings:
     retention_days: float = 30.0
 
     def __post_init__(self) -> None:
-        problems = list(self._problems())
+        # Values of the wrong type (a ``null`` or ``"false"`` in a config file) are reported
+        # first: the value checks below assume the declared types.
+        problems = list(self._type_problems()) or list(self._problems())
         if problems:
             raise ConfigurationError(problems)
 
@@ -149,6 +172,29 @@ class TrackLayerSettings:
         return dataclasses.replace(self, **changes)
 
     # ------------------------------------------------------------------ validation
+    def _type_problems(self) -> Iterable[str]:
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            annotation = str(f.type)
+            base = annotation.removesuffix(" | None")
+            if value is None and base != annotation:
+                continue
+            if base == "tuple[str, ...]":
+                ok = isinstance(value, tuple) and all(isinstance(v, str) for v in value)
+            elif base == "Mapping[str, EventMapping]":
+                ok = isinstance(value, Mapping) and all(
+                    isinstance(v, EventMapping) for v in value.values()
+                )
+            elif base in _FIELD_TYPES:
+                accepted = _FIELD_TYPES[base] + _ALSO_ACCEPTED.get(f.name, ())
+                ok = isinstance(value, accepted) and (
+                    base == "bool" or not isinstance(value, bool)
+                )
+            else:
+                continue
+            if not ok:
+                yield f"{f.name} must be {_TYPE_WORDS.get(base, base)}, not {type(value).__name__}."
+
     def _problems(self) -> Iterable[str]:
         if not self.pixel_id:
             yield "pixel_id is empty: set it to your X pixel id (Events Manager, e.g. 'o1a2b')."
