@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import logging
 import socket
-from email.utils import format_datetime
 from datetime import datetime, timedelta, timezone
+from email.utils import format_datetime
 
 import httpx
 import pytest
@@ -141,9 +141,9 @@ def test_missing_token_is_auth_without_any_request(client, fake_x, x_conversion,
 
 
 def test_pixel_of_another_account_is_forbidden(x_conversion):
-    with FakeXConversionsAPI(pixel_ids=["zz999"], token=SECRET, unknown_pixel_status=403) as fake:
-        with XConversionsClient(make_settings(fake.base_url)) as client:
-            result = client.send([x_conversion()])
+    fake = FakeXConversionsAPI(pixel_ids=["zz999"], token=SECRET, unknown_pixel_status=403)
+    with fake, XConversionsClient(make_settings(fake.start().base_url)) as client:
+        result = client.send([x_conversion()])
     assert (result.kind, result.status_code) == ("forbidden", 403)
 
 
@@ -163,9 +163,16 @@ def test_redirect_is_not_followed_and_reads_as_configuration_problem():
     assert result.detail is not None and "api_base_url" in result.detail
 
 
-@pytest.mark.parametrize(("status", "kind"), [(500, "server_error"), (503, "server_error"),
-                                              (408, "timeout"), (413, "invalid"),
-                                              (422, "invalid")])
+@pytest.mark.parametrize(
+    ("status", "kind"),
+    [
+        (500, "server_error"),
+        (503, "server_error"),
+        (408, "timeout"),
+        (413, "invalid"),
+        (422, "invalid"),
+    ],
+)
 def test_status_kinds(client, fake_x, x_conversion, status, kind):
     fake_x.script(status)
     result = client.send([x_conversion()])
