@@ -160,6 +160,13 @@ class Outbox(Protocol):
     def rows(self, conversion_id: str) -> list[OutboxRow]:
         """Every row with this conversion id (one per pixel/event that used it)."""
 
+    def find(
+        self, *, states: Collection[str] | None = None, event: str | None = None,
+        created_since: float | None = None, updated_since: float | None = None,
+        updated_before: float | None = None,
+    ) -> list[OutboxRow]:
+        """Rows matching every given filter, oldest first (``tracklayer report``/``retry-dead``)."""
+
     def attempts(self, conversion_id: str) -> list[DeliveryLogEntry]:
         """The delivery log of a conversion id, oldest first."""
 

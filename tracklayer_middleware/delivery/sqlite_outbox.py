@@ -495,6 +495,33 @@ class SQLiteOutbox:
             ).fetchall()
         return [_row(r) for r in rows]
 
+    def find(
+        self, *, states: Collection[str] | None = None, event: str | None = None,
+        created_since: float | None = None, updated_since: float | None = None,
+        updated_before: float | None = None,
+    ) -> list[OutboxRow]:
+        """Rows matching every given filter, oldest first (reports, ``retry-dead --since``)."""
+        where: list[str] = ["1 = 1"]
+        params: list[Any] = []
+        if states is not None:
+            where.append(f"state IN ({', '.join('?' * len(states))})")
+            params.extend(states)
+        for clause, value in (
+            ("event = ?", event),
+            ("created_at >= ?", created_since),
+            ("updated_at >= ?", updated_since),
+            ("updated_at < ?", updated_before),
+        ):
+            if value is not None:
+                where.append(clause)
+                params.append(value)
+        with self._read() as conn:
+            rows = conn.execute(
+                f"SELECT {_ROW_COLUMNS} FROM outbox WHERE {' AND '.join(where)} ORDER BY id",
+                params,
+            ).fetchall()
+        return [_row(r) for r in rows]
+
     def attempts(self, conversion_id: str) -> list[DeliveryLogEntry]:
         """The delivery log of a conversion id, oldest first."""
         with self._read() as conn:
