@@ -313,3 +313,19 @@ def test_loads_defaults_to_the_real_clock(codec: AttributionCodec) -> None:
 
 def test_codec_repr_shows_no_key(codec: AttributionCodec) -> None:
     assert KEY not in repr(codec)
+
+
+def test_every_single_character_substitution_is_rejected(
+    codec: AttributionCodec, attribution: Attribution
+) -> None:
+    """Includes the base64 padding-bit case: 'A' -> 'B' in the last character decodes equal."""
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_."
+    value = codec.dumps_cookie(attribution)
+    accepted = [
+        (i, ch)
+        for i in range(len(value))
+        for ch in alphabet
+        if ch != value[i]
+        and codec.loads_cookie(value[:i] + ch + value[i + 1 :], now=NOW) is not None
+    ]
+    assert accepted == []

@@ -443,3 +443,13 @@ def test_time_format_pads_early_years() -> None:
     early = datetime(999, 1, 2, 3, 4, 5, 6000, tzinfo=timezone.utc)
     assert format_x_time(early) == "0999-01-02T03:04:05.006Z"
     assert parse_x_time(format_x_time(early)) == early
+
+
+def test_consent_may_be_the_guides_json_shape() -> None:
+    conversion = convert(consent={"adStorage": "granted", "adUserData": "denied"})
+    assert conversion.initial_state == "skipped_consent"
+    assert conversion.consent == Consent(True, False)
+    for bad in ({"adUserData": "maybe"}, 5, "granted"):
+        with pytest.raises(ConversionError) as info:
+            convert(consent=bad)
+        assert info.value.field == "consent"

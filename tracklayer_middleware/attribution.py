@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
 from itsdangerous import BadData, URLSafeTimedSerializer
+from itsdangerous.encoding import base64_decode, base64_encode
 
 from .consent import Consent
 from .errors import ConversionError
@@ -196,6 +197,7 @@ class AttributionCodec:
             logger.debug("ignoring attribution %s: %d characters is too long", kind, len(value))
             return None
         try:
+            _require_canonical(value)
             payload = serializer.loads(value)
         except (BadData, ValueError) as exc:  # UnicodeError is a ValueError
             logger.debug("ignoring attribution %s: %s", kind, type(exc).__name__)
@@ -213,6 +215,13 @@ class AttributionCodec:
             logger.debug("ignoring attribution %s: click time is in the future", kind)
             return None
         return attribution
+
+
+def _require_canonical(value: str) -> None:
+    """Refuse base64 with stray padding bits, so one signed value has one spelling only."""
+    for segment in value.encode("ascii").split(b"."):
+        if segment and base64_encode(base64_decode(segment)) != segment:
+            raise BadData("non-canonical base64")
 
 
 def _to_payload(attribution: Attribution) -> dict[str, Any]:

@@ -223,7 +223,7 @@ def build_conversion(
     ip_address: str | None = None,
     user_agent: str | None = None,
     attribution: Attribution | str | None = None,
-    consent: Consent | None = None,
+    consent: Consent | Mapping[str, Any] | None = None,
     attribution_note: str | None = None,
     now: datetime | None = None,
 ) -> Conversion:
@@ -233,7 +233,8 @@ def build_conversion(
     ``.``), a raw twclid (the caller asserts consent) or None. An unreadable or expired token
     does not raise: the conversion is kept without twclid and ``attribution_note`` says so.
     ``attribution_note`` overrides the recorded source (the tracker passes ``"cookie"``).
-    ``consent`` wins over the consent carried by the attribution.
+    ``consent`` (a ``Consent`` or the guide's ``{"adStorage": ..., "adUserData": ...}``) wins
+    over the consent carried by the attribution.
     Raises ``ConversionError`` naming the bad field.
     """
     mapping = settings.event(event) if isinstance(event, str) else None
@@ -248,7 +249,7 @@ def build_conversion(
     when = _conversion_time(conversion_time, moment)
     _check_conversion_id(conversion_id)
     amount = None if value is None else _money("value", value)
-    if currency is not None and currency not in ISO_4217:
+    if currency is not None and (not isinstance(currency, str) or currency not in ISO_4217):
         raise ConversionError(
             f"currency {currency!r} is not an ISO-4217 code: use three capital letters like "
             "'USD' or 'EUR'.",
@@ -267,7 +268,7 @@ def build_conversion(
         settings, attribution, moment
     )
     note = attribution_note or note
-    effective_consent = base_consent.merged(consent or Consent())
+    effective_consent = base_consent.merged(_consent(consent))
     values: dict[str, Any] = {
         "twclid": twclid,
         "hashed_email": hashed_email,
@@ -455,6 +456,17 @@ def _contents(contents: object) -> tuple[Content, ...]:
                 field="contents",
             )
     return tuple(items)
+
+
+def _consent(consent: object) -> Consent:
+    if consent is None:
+        return Consent()
+    if isinstance(consent, Consent):
+        return consent
+    try:
+        return Consent.from_json(consent)
+    except ValueError as exc:
+        raise ConversionError(str(exc), field="consent") from None
 
 
 def _ip(ip_address: object) -> str | None:
