@@ -21,6 +21,7 @@ answer garbage. All methods are thread-safe.
 from __future__ import annotations
 
 import contextlib
+import hmac
 import json
 import re
 import socket
@@ -30,7 +31,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
+from types import SimpleNamespace, TracebackType
 from typing import Any
 
 from .x_rules import check_body, event_id_of
@@ -168,6 +169,7 @@ class FakeXConversionsAPI:
         self._delay: float | None = None
         self._requests: list[RecordedRequest] = []
         self._accepted: list[dict[str, Any]] = []
+        self._bugs: list[Exception] = []
         self._connections: set[socket.socket] = set()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -287,6 +289,12 @@ class FakeXConversionsAPI:
         """``conversion_id`` → how many times it arrived in any request, accepted or not."""
         return Counter(str(c.get("conversion_id")) for r in self.requests for c in r.conversions())
 
+    @property
+    def bugs(self) -> list[Exception]:
+        """Exceptions raised inside the fake itself (answered as 500 ``FAKE_X_BUG``)."""
+        with self._cond:
+            return list(self._bugs)
+
     def wait_for(self, n_accepted: int, timeout: float = 5.0) -> bool:
         """Block until at least ``n_accepted`` conversions were accepted; False on timeout."""
         with self._cond:
@@ -312,7 +320,12 @@ class FakeXConversionsAPI:
             return
         answer: _Answer | None = None
         if scripted is None or scripted.processes:
-            answer = self._process(handler, match, headers, body)
+            try:
+                answer = self._process(handler, match, headers, body)
+            except Exception as exc:  # a bug in the fake must show, not look like a dropped line
+                with self._cond:
+                    self._bugs.append(exc)
+                answer = _error(500, "FAKE_X_BUG", f"the fake X failed: {exc!r}")
         if scripted is not None and (answer is None or 200 <= answer.status < 300):
             answer = (
                 None
@@ -458,8 +471,9 @@ def _oauth1_valid(
     base = signature.signature_base_string(
         method, signature.base_string_uri(url), signature.normalize_parameters(params)
     )
-    expected = signature.sign_hmac_sha1(base, consumer_secret, token_secret)
-    return bool(utils.safe_string_equals(expected, oauth.get("oauth_signature", "")))
+    signer = SimpleNamespace(client_secret=consumer_secret, resource_owner_secret=token_secret)
+    expected: str = signature.sign_hmac_sha1_with_client(base, signer)
+    return hmac.compare_digest(expected, utils.unescape(oauth.get("oauth_signature", "")))
 
 
 class _Server(ThreadingHTTPServer):
