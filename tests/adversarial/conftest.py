@@ -13,11 +13,20 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
+import anyio
+import httpx
 import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from starlette.routing import Route
 
 from tests.adversarial.summary import DOUBLED, LOST, SERVER_ERRORS
+from tracklayer_middleware.asgi import TrackLayerMiddleware
+from tracklayer_middleware.engine import TrackLayer
 from tracklayer_middleware.errors import TrackLayerError
 from tracklayer_middleware.settings import TrackLayerSettings
+from tracklayer_middleware.testing import FakeXConversionsAPI
 
 T = TypeVar("T")
 
@@ -135,3 +144,141 @@ class Ledger:
 @pytest.fixture
 def ledger(request: pytest.FixtureRequest) -> Ledger:
     return Ledger(request.node)
+
+
+# --------------------------------------------------------------------------- fake X, engine
+@pytest.fixture
+def xapi(token_env: str) -> Iterator[FakeXConversionsAPI]:
+    """The fake X on 127.0.0.1, expecting ``TOKEN`` as Bearer."""
+    with FakeXConversionsAPI(pixel_ids=[PIXEL_ID], token=token_env) as fake:
+        yield fake
+
+
+@pytest.fixture
+def make_engine(
+    make_settings: Callable[..., TrackLayerSettings], xapi: FakeXConversionsAPI
+) -> Iterator[Callable[..., TrackLayer]]:
+    """Engines talking to the fake X (overrides go to the settings); closed at teardown."""
+    engines: list[TrackLayer] = []
+
+    def make(**overrides: Any) -> TrackLayer:
+        overrides.setdefault("api_base_url", xapi.base_url)
+        engine = TrackLayer(make_settings(**overrides))
+        engines.append(engine)
+        return engine
+
+    yield make
+    for engine in engines:
+        engine.close(timeout=2)
+
+
+@pytest.fixture
+def engine(make_engine: Callable[..., TrackLayer]) -> TrackLayer:
+    return make_engine()
+
+
+# --------------------------------------------------------------------------- the shop
+async def _whoami(request: Request) -> Response:
+    tracker = request.state.tracker
+    click = tracker.attribution
+    return JSONResponse(
+        {
+            "twclid": click.twclid if click else None,
+            "landing_url": click.landing_url if click else None,
+        }
+    )
+
+
+async def _checkout(request: Request) -> Response:
+    data = await request.json()
+    conversion = request.state.tracker.convert("purchase", **data)
+    return JSONResponse(conversion.pixel_event())
+
+
+async def _checkout_then_crash(request: Request) -> Response:
+    data = await request.json()
+    request.state.tracker.convert("purchase", **data)
+    raise RuntimeError("the order could not be saved after all")
+
+
+async def _stream(request: Request) -> Response:
+    request.state.tracker.convert(
+        "purchase", conversion_id=request.query_params["cid"], attribution="29q0w6g2k2m4a"
+    )
+
+    async def chunks() -> Any:
+        for i in range(1000):
+            yield f"line {i}\n".encode()
+            await anyio.sleep(0)
+
+    return StreamingResponse(chunks(), media_type="text/plain")
+
+
+def shop_app() -> Starlette:
+    """A small shop: landing pages, a checkout that converts, one that crashes, a stream."""
+    return Starlette(
+        routes=[
+            Route("/pricing", lambda r: PlainTextResponse("pricing")),
+            Route("/whoami", _whoami),
+            Route("/checkout", _checkout, methods=["POST"]),
+            Route("/checkout-then-crash", _checkout_then_crash, methods=["POST"]),
+            Route("/stream", _stream),
+        ]
+    )
+
+
+class Shop:
+    """The shop behind ``TrackLayerMiddleware``, driven through ``httpx.ASGITransport``.
+
+    Every answer's status goes to ``observed`` (so a 5xx is counted); ``raise_app_exceptions``
+    is off so an exception escaping the middleware is seen as the 500 a server would send.
+    """
+
+    def __init__(self, engine: TrackLayer, observed: Observed) -> None:
+        self.engine = engine
+        self.app = TrackLayerMiddleware(shop_app(), engine)
+        self.observed = observed
+        self.base_url = "http://shop.test"
+
+    def client(self, **kwargs: Any) -> httpx.AsyncClient:
+        transport = httpx.ASGITransport(app=self.app, raise_app_exceptions=False)
+        return httpx.AsyncClient(transport=transport, base_url=self.base_url, **kwargs)
+
+    async def arequest(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        async with self.client() as client:
+            response = await client.request(method, url, **kwargs)
+        self.observed.status(response.status_code)
+        return response
+
+    def request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        return anyio.run(lambda: self.arequest(method, url, **kwargs))
+
+    def get(self, url: str, **kwargs: Any) -> httpx.Response:
+        return self.request("GET", url, **kwargs)
+
+    def post(self, url: str, **kwargs: Any) -> httpx.Response:
+        return self.request("POST", url, **kwargs)
+
+    def report(self, body: Any = None, *, origin: str | None = "http://shop.test",
+               **kwargs: Any) -> httpx.Response:
+        """POST to the attribution endpoint (same-origin by default)."""
+        headers = dict(kwargs.pop("headers", {}))
+        if origin is not None:
+            headers.setdefault("origin", origin)
+        if body is not None:
+            kwargs["json"] = body
+        return self.post(self.engine.settings.attribution_path, headers=headers, **kwargs)
+
+
+@pytest.fixture
+def shop(engine: TrackLayer, observed: Observed) -> Shop:
+    return Shop(engine, observed)
+
+
+def attribution_cookie(response: httpx.Response) -> str | None:
+    """The value of the attribution cookie a response sets (None when it sets none)."""
+    for header in response.headers.get_list("set-cookie"):
+        name, _, rest = header.partition("=")
+        if name.strip() in ("tl_attr", "__Host-tl_attr"):
+            return rest.partition(";")[0]
+    return None
