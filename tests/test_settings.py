@@ -152,3 +152,15 @@ def test_comma_separated_environments_from_env_style_config() -> None:
         "production",
         "staging",
     )
+
+
+@pytest.mark.parametrize("field", ["pixel_id", "token_env"])
+def test_trailing_newline_is_not_smuggled_past_validation(field: str) -> None:
+    value = "o1a2b\n" if field == "pixel_id" else "X_ADS_BEARER_TOKEN\n"
+    with pytest.raises(ConfigurationError, match=field):
+        make(**{field: value})
+
+
+def test_default_currency_must_be_a_real_iso_code() -> None:
+    with pytest.raises(ConfigurationError, match="default_currency"):
+        make(default_currency="XYZ")

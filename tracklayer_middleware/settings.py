@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
+from .currency import ISO_4217
 from .errors import ConfigurationError
 
 PIXEL_ID_RE = re.compile(r"^[A-Za-z0-9]{2,32}$")
@@ -198,7 +199,7 @@ class TrackLayerSettings:
     def _problems(self) -> Iterable[str]:
         if not self.pixel_id:
             yield "pixel_id is empty: set it to your X pixel id (Events Manager, e.g. 'o1a2b')."
-        elif not PIXEL_ID_RE.match(self.pixel_id):
+        elif not PIXEL_ID_RE.fullmatch(self.pixel_id):
             yield (
                 f"pixel_id {self.pixel_id!r} is not a valid X pixel id: "
                 "use the short alphanumeric id from Events Manager, e.g. 'o1a2b'."
@@ -212,13 +213,13 @@ class TrackLayerSettings:
         if any(not k for k in self.secret_key_fallbacks):
             yield "secret_key_fallbacks contains an empty key: remove it."
         for name, mapping in self.events.items():
-            if not EVENT_NAME_RE.match(name):
+            if not EVENT_NAME_RE.fullmatch(name):
                 yield (
                     f"event name {name!r} is invalid: use lower_snake_case like 'purchase'."
                 )
             if not mapping.event_id:
                 yield f"event {name!r} has an empty event id: copy it from X Events Manager."
-            elif not EVENT_ID_RE.match(mapping.event_id):
+            elif not EVENT_ID_RE.fullmatch(mapping.event_id):
                 yield (
                     f"event {name!r} has event id {mapping.event_id!r}, which is not an X "
                     "event id: use the id from Events Manager (e.g. 'o87ni') or the "
@@ -251,14 +252,14 @@ class TrackLayerSettings:
             "oauth1_access_token_env",
             "oauth1_access_token_secret_env",
         ):
-            if not ENV_NAME_RE.match(getattr(self, env_field)):
+            if not ENV_NAME_RE.fullmatch(getattr(self, env_field)):
                 yield (
                     f"{env_field} must name an environment variable (like "
                     "'X_ADS_BEARER_TOKEN'), not hold the secret itself."
                 )
         if not self.environment:
             yield "environment is empty: name this deployment, e.g. 'production' or 'staging'."
-        if not re.match(r"^[A-Za-z0-9_.~-]{1,64}$", self.cookie_name):
+        if not re.fullmatch(r"[A-Za-z0-9_.~-]{1,64}", self.cookie_name):
             yield f"cookie_name {self.cookie_name!r} must be a short cookie token like 'tl_attr'."
         if self.cookie_max_age <= 0:
             yield "cookie_max_age must be a positive number of seconds (default 90 days)."
@@ -273,10 +274,10 @@ class TrackLayerSettings:
                 )
         if self.consent_resolver is not None and not callable(self.consent_resolver):
             yield "consent_resolver must be a callable taking the request."
-        if not re.match(r"^[A-Z]{3}$", self.default_currency):
+        if self.default_currency not in ISO_4217:
             yield f"default_currency {self.default_currency!r} must be an ISO-4217 code like 'USD'."
-        if self.phone_default_region is not None and not re.match(
-            r"^[A-Z]{2}$", self.phone_default_region
+        if self.phone_default_region is not None and not re.fullmatch(
+            r"[A-Z]{2}", self.phone_default_region
         ):
             yield (
                 f"phone_default_region {self.phone_default_region!r} must be a two-letter "
