@@ -60,13 +60,13 @@ def test_concurrent_workers_never_take_more_than_the_bucket_holds(
     assert sum(granted) == 30
 
 
-def test_hold_blocks_every_worker_and_is_never_shortened(redis_client: Any, key: str) -> None:
-    a = RedisTokenBucket(redis_client, key, rate_per_15min=48_000)
-    b = RedisTokenBucket(redis_client, key, rate_per_15min=48_000)
-    assert a.try_acquire(1) == 0.0
-    assert a.hold(60) > 59
-    assert b.hold(5) > 59  # a shorter 429 elsewhere keeps the longer hold
-    assert b.try_acquire(1) > 59
+def test_acquire_gives_up_when_stopped_or_out_of_time(redis_client: Any, key: str) -> None:
+    bucket = RedisTokenBucket(redis_client, key, rate_per_15min=1, capacity=1)
+    assert bucket.acquire(1) is True
+    stop = threading.Event()
+    stop.set()
+    assert bucket.acquire(1, stop=stop) is False
+    assert bucket.acquire(1, timeout=0.01) is False
 
 
 def test_repr_names_the_bucket_not_the_connection(redis_client: Any, key: str) -> None:

@@ -2,15 +2,18 @@
 
 X limits conversions per account, not per process: N Celery workers each running their own
 in-memory bucket would together send N times too fast. Here the bucket's state (tokens left,
-last refill, and an optional hold after a 429) lives in Redis and is updated by one Lua
-script, so the check-and-take is atomic across workers, and time comes from the Redis server's
-clock, so skewed worker clocks cannot mint tokens.
+last refill) lives in Redis and is updated by one Lua script, so the check-and-take is atomic
+across workers, and time comes from the Redis server's clock, so skewed worker clocks cannot
+mint tokens. It has the ``acquire(tokens, stop=)`` of ``ratelimit.TokenBucket``, so the
+standard sender uses it unchanged. (A 429 is not the bucket's business: the sender pauses the
+pixel in the shared store.)
 
 Needs the ``redis`` package (extra ``[celery]``); it is imported only by ``from_url()``.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -27,39 +30,20 @@ local capacity = tonumber(ARGV[2])
 local wanted = tonumber(ARGV[3])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-local state = redis.call('HMGET', KEYS[1], 'tokens', 'ts', 'hold')
+local state = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
 local tokens = tonumber(state[1]) or capacity
 local ts = tonumber(state[2]) or now
-local hold = tonumber(state[3]) or 0
 tokens = math.min(capacity, tokens + math.max(0, now - ts) * rate)
 local wait = 0
-if hold > now then
-  wait = hold - now
-elseif tokens >= wanted then
+if tokens >= wanted then
   tokens = tokens - wanted
 else
   wait = (wanted - tokens) / rate
 end
 redis.call('HSET', KEYS[1], 'tokens', string.format('%.6f', tokens),
            'ts', string.format('%.6f', now))
-redis.call('PEXPIRE', KEYS[1], math.ceil((capacity / rate + math.max(0, hold - now)) * 1000) + 1000)
+redis.call('PEXPIRE', KEYS[1], math.ceil(capacity / rate * 1000) + 1000)
 return string.format('%.6f', wait)
-"""
-
-# KEYS[1] = bucket hash; ARGV = seconds. Holds the bucket (no grants) for that long from now,
-# never shortening a longer hold another worker already set.
-_HOLD = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-local until_ts = now + tonumber(ARGV[1])
-local hold = tonumber(redis.call('HGET', KEYS[1], 'hold')) or 0
-if until_ts > hold then
-  redis.call('HSET', KEYS[1], 'hold', string.format('%.6f', until_ts))
-  local ttl = redis.call('PTTL', KEYS[1])
-  local want = math.ceil(tonumber(ARGV[1]) * 1000) + 1000
-  if ttl < want then redis.call('PEXPIRE', KEYS[1], want) end
-end
-return string.format('%.6f', math.max(until_ts, hold) - now)
 """
 
 
@@ -89,7 +73,6 @@ class RedisTokenBucket:
         if self.capacity < 1:
             raise ValueError("capacity must be at least 1")
         self._acquire = client.register_script(_ACQUIRE)
-        self._hold = client.register_script(_HOLD)
 
     @classmethod
     def from_url(cls, url: str, key: str, **kwargs: Any) -> RedisTokenBucket:
@@ -107,9 +90,13 @@ class RedisTokenBucket:
         wanted = max(1, min(tokens, self.capacity))
         return float(self._acquire(keys=[self.key], args=[self.rate, self.capacity, wanted]))
 
-    def acquire(self, tokens: int = 1, timeout: float | None = None) -> bool:
-        """Block until ``tokens`` are taken (True) or ``timeout`` seconds pass (False)."""
+    def acquire(
+        self, tokens: int = 1, *, stop: threading.Event | None = None,
+        timeout: float | None = None,
+    ) -> bool:
+        """Block until ``tokens`` are taken (True), or ``stop`` is set / ``timeout`` passes."""
         deadline = None if timeout is None else time.monotonic() + timeout
+        stop = stop or threading.Event()
         while True:
             wait = self.try_acquire(tokens)
             if wait <= 0:
@@ -119,11 +106,8 @@ class RedisTokenBucket:
                 if left <= 0:
                     return False
                 wait = min(wait, left)
-            time.sleep(wait)
-
-    def hold(self, seconds: float) -> float:
-        """Grant nothing for ``seconds`` (a 429 from X); returns the hold now in force."""
-        return float(self._hold(keys=[self.key], args=[max(0.0, seconds)]))
+            if stop.wait(wait):
+                return False
 
     def __repr__(self) -> str:
         return (
