@@ -13,10 +13,11 @@ from tracklayer_middleware.testing.x_rules import check_body
 DIGEST = "973dfe463ec85785f5f95af5ba3906eedb2d931c24e69824a89ea65dba4e813b"
 
 
-def post(
-    fake: FakeXConversionsAPI, body: object, *, pixel: str = "o1a2b", token: str | None = None
-):
-    headers = {"Authorization": f"Bearer {token or fake._token}"}
+TOKEN = "test-token-not-a-secret"  # what the fake_x fixture expects
+
+
+def post(fake: FakeXConversionsAPI, body: object, *, pixel: str = "o1a2b", token: str = TOKEN):
+    headers = {"Authorization": f"Bearer {token}"}
     return httpx.post(fake.url(pixel), json=body, headers=headers, timeout=5)
 
 
