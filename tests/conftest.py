@@ -37,3 +37,31 @@ def x_conversion():
         return item
 
     return make
+
+
+# --- request-side engines (tests/test_asgi.py, test_wsgi.py, test_tracker.py, ...) ----------
+from tracklayer_middleware.engine import TrackLayer  # noqa: E402
+
+REQUEST_SETTINGS = {
+    "pixel_id": "o1a2b",
+    "secret_key": "request-tests-secret-key-0123456789",
+    "events": {"purchase": {"eventId": "o87ni", "label": "Purchase"}, "lead": "o87nf"},
+    "outbox": "memory",
+    "delivery": "worker",  # rows stay in the outbox: tests look at them, nothing is sent
+}
+
+
+@pytest.fixture
+def make_engine():
+    """Factory of ``TrackLayer`` engines over a memory outbox (``REQUEST_SETTINGS`` + kwargs);
+    closed at teardown."""
+    engines: list[TrackLayer] = []
+
+    def make(**overrides):
+        engine = TrackLayer({**REQUEST_SETTINGS, **overrides})
+        engines.append(engine)
+        return engine
+
+    yield make
+    for engine in engines:
+        engine.close(timeout=1)

@@ -1,0 +1,180 @@
+"""``TrackLayerMiddleware``: the pure ASGI shell around ``RequestGateway``.
+
+Modelled on Starlette's ``SessionMiddleware``: no ``BaseHTTPMiddleware`` (which breaks
+streaming, background tasks and context variables); one ``send`` wrapper that adds the
+attribution cookie to the response start and notes when the response is complete.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import anyio
+from starlette.requests import HTTPConnection
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .gateway import MAX_BODY, RequestGateway, engine_from
+from .tracker import Tracker, activate, deactivate
+
+if TYPE_CHECKING:
+    from .engine import TrackLayer
+
+
+class TrackLayerMiddleware:
+    """Landing capture, the attribution endpoint and after-response hand-off for an ASGI app.
+
+    ``TrackLayerMiddleware(app, engine)``, or ``TrackLayerMiddleware(app, settings=...)`` /
+    ``TrackLayerMiddleware(app, pixel_id=..., secret_key=..., events=...)`` to build the engine
+    (reachable as ``.engine``). Views reach the request's tracker as
+    ``request.state.tracker``, ``scope["tracklayer.tracker"]`` or ``current_tracker()``.
+    Lifespan and websocket scopes pass straight through.
+    """
+
+    def __init__(self, app: ASGIApp, engine: TrackLayer | None = None, **settings: Any) -> None:
+        self.app = app
+        self.engine = engine_from(engine, settings)
+        self.gateway = RequestGateway(self.engine)
+
+    def __repr__(self) -> str:
+        return f"TrackLayerMiddleware({self.app!r}, {self.engine!r})"
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        gateway = self.gateway
+        facts = ScopeFacts(scope)
+        if gateway.is_endpoint(scope["path"]):
+            await self._answer_endpoint(facts, receive, send)
+            return
+        tracker, cookies = gateway.open(facts)
+        scope["tracklayer.tracker"] = tracker
+        scope.setdefault("state", {})["tracker"] = tracker
+        status: int | None = None
+        complete = False
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status, complete
+            kind = message["type"]
+            if kind == "http.response.start":
+                status = message["status"]
+                if cookies and message["status"] < 500:
+                    message = self._with_cookies(message, cookies)
+            elif kind == "http.response.body":
+                complete = not message.get("more_body", False)
+            elif kind == "http.response.pathsend":
+                complete = True
+            await send(message)
+
+        token = activate(tracker)
+        try:
+            await self.app(scope, receive, send_wrapper)
+        except BaseException as exc:
+            await self._finish(tracker, status, complete, exc)
+            raise
+        finally:
+            deactivate(token)
+        await self._finish(tracker, status, complete, None)
+
+    async def _finish(
+        self, tracker: Tracker, status: int | None, complete: bool, error: BaseException | None
+    ) -> None:
+        conversions = self.gateway.finish(tracker, status=status, complete=complete, error=error)
+        if conversions:
+            # The client has its response; a cancellation now must not lose the hand-off.
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(self.gateway.handoff, conversions)
+
+    def _with_cookies(self, message: Message, cookies: tuple[str, ...]) -> Message:
+        headers = list(message.get("headers", ()))
+        app_cookies = (v.decode("latin-1") for k, v in headers if k.lower() == b"set-cookie")
+        if self.gateway.app_set_cookie(app_cookies):
+            return message
+        headers.extend((b"set-cookie", value.encode("latin-1")) for value in cookies)
+        return {**message, "headers": headers}
+
+    async def _answer_endpoint(self, facts: ScopeFacts, receive: Receive, send: Send) -> None:
+        response = self.gateway.check_endpoint(facts)
+        if response is None:
+            body = await _read_body(receive)
+            if body is None:
+                return  # the client went away
+            response = self.gateway.answer_endpoint(facts, body)
+        headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in response.headers]
+        await send({"type": "http.response.start", "status": response.status, "headers": headers})
+        await send({"type": "http.response.body", "body": response.body})
+
+
+async def _read_body(receive: Receive) -> bytes | None:
+    """The request body, cut at ``MAX_BODY + 1`` bytes (enough to say "too large")."""
+    body = bytearray()
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        body += message.get("body", b"")
+        if len(body) > MAX_BODY or not message.get("more_body", False):
+            return bytes(body[: MAX_BODY + 1])
+
+
+class ScopeFacts:
+    """``RequestFacts`` of an ASGI HTTP scope; headers are decoded only when asked for."""
+
+    __slots__ = ("_headers", "scope")
+
+    def __init__(self, scope: Scope) -> None:
+        self.scope = scope
+        self._headers: dict[str, str] | None = None
+
+    @property
+    def method(self) -> str:
+        """Upper-case HTTP method."""
+        return str(self.scope["method"])
+
+    @property
+    def scheme(self) -> str:
+        """``http`` or ``https`` as the server saw it."""
+        return str(self.scope.get("scheme", "http"))
+
+    @property
+    def path(self) -> str:
+        """The full request path."""
+        return str(self.scope["path"])
+
+    @property
+    def query_string(self) -> str:
+        """The raw query string."""
+        return bytes(self.scope.get("query_string", b"")).decode("latin-1")
+
+    @property
+    def host(self) -> str:
+        """The Host header, else the server address."""
+        host = self.header("host")
+        if host:
+            return host
+        server = self.scope.get("server")
+        return f"{server[0]}:{server[1]}" if server else ""
+
+    @property
+    def peer(self) -> str | None:
+        """The client (or proxy) address."""
+        client = self.scope.get("client")
+        return str(client[0]) if client else None
+
+    @property
+    def native(self) -> HTTPConnection:
+        """A Starlette ``HTTPConnection`` (``.headers``, ``.cookies``, ``.url``) for resolvers."""
+        return HTTPConnection(self.scope)
+
+    def header(self, name: str) -> str | None:
+        """A header by lower-case name; repeated ones joined (cookies with ``; ``)."""
+        if self._headers is None:
+            headers: dict[str, str] = {}
+            for raw_key, raw_value in self.scope["headers"]:
+                key = raw_key.decode("latin-1").lower()
+                value = raw_value.decode("latin-1")
+                if key in headers:
+                    value = headers[key] + ("; " if key == "cookie" else ", ") + value
+                headers[key] = value
+            self._headers = headers
+        return self._headers.get(name)
