@@ -264,7 +264,8 @@ class RequestGateway:
         if _origin_of(origin) not in self._allowed_origins:
             return ()
         return (
-            ("access-control-allow-origin", origin),
+            # The normalized origin, never the raw header: it may carry CR/LF or tabs.
+            ("access-control-allow-origin", _origin_of(origin)),
             ("access-control-allow-credentials", "true"),
             ("vary", "Origin"),
         )
