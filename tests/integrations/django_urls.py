@@ -1,0 +1,61 @@
+"""Views for the Django integration tests: sync, async, streaming and failing ones."""
+
+from collections.abc import Iterator
+
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.template import engines
+from django.urls import include, path
+from django.views.decorators.csrf import csrf_exempt
+
+from tracklayer_middleware.tracker import current_tracker
+
+PAGE = engines["django"].from_string(
+    "{% load tracklayer %}<html><head>{% tracklayer_landing_script nonce='n0nce' %}</head>"
+    "<body>{% tracklayer_pixel %}</body></html>"
+)
+
+
+def _convert(request: HttpRequest) -> HttpResponse:
+    assert current_tracker() is request.tracker
+    order = request.GET.get("order", "1")
+    request.tracker.convert(
+        "purchase", conversion_id=f"ord_{order}_purchase", value=129.95, currency="USD",
+        email="Test@Example.com",
+    )
+    return HttpResponse(PAGE.render({}, request))
+
+
+@csrf_exempt
+def sync_view(request: HttpRequest) -> HttpResponse:
+    return _convert(request)
+
+
+@csrf_exempt
+async def async_view(request: HttpRequest) -> HttpResponse:
+    return _convert(request)
+
+
+def failing_view(request: HttpRequest) -> HttpResponse:
+    _convert(request)
+    raise RuntimeError("the order could not be saved")
+
+
+def streaming_view(request: HttpRequest) -> StreamingHttpResponse:
+    request.tracker.convert("lead", conversion_id="lead_stream", email="a@example.com")
+
+    def body() -> Iterator[bytes]:
+        yield b"part one\n"
+        if request.GET.get("fail"):
+            raise RuntimeError("stream broke")
+        yield b"part two\n"
+
+    return StreamingHttpResponse(body())
+
+
+urlpatterns = [
+    path("sync/", sync_view),
+    path("async/", async_view),
+    path("fail/", failing_view),
+    path("stream/", streaming_view),
+    path("shop/", include("examples.django_shop.shop.urls")),
+]

@@ -1,0 +1,137 @@
+"""The Django middleware over real HTTP: WSGI (sync views) and ASGI (async views)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from tracklayer_middleware.testing import FakeXConversionsAPI
+
+pytestmark = pytest.mark.usefixtures("django_project")
+TWCLID = "29q0w6g2k2m4a"
+
+
+@pytest.fixture
+def wsgi_client() -> Iterator[httpx.Client]:
+    from django.core.handlers.wsgi import WSGIHandler
+
+    transport = httpx.WSGITransport(app=WSGIHandler())
+    with httpx.Client(transport=transport, base_url="http://testserver") as client:
+        yield client
+
+
+@pytest.fixture
+def asgi_client() -> httpx.AsyncClient:
+    from django.core.handlers.asgi import ASGIHandler
+
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=ASGIHandler()),
+                             base_url="http://testserver")
+
+
+def engine():  # type: ignore[no-untyped-def]
+    from tracklayer_django import get_engine
+
+    return get_engine()
+
+
+def queued() -> int:
+    """How many conversions the engine holds, in any state."""
+    return sum(engine().stats()["by_state"].values())
+
+
+def test_landing_sets_signed_httponly_cookie(wsgi_client: httpx.Client) -> None:
+    response = wsgi_client.get(f"/shop/pricing/?twclid={TWCLID}&utm_source=x")
+    assert response.status_code == 200
+    cookie = response.headers["set-cookie"].strip()  # Django writes " name=value"
+    assert cookie.startswith("tl_attr=")
+    assert "HttpOnly" in cookie and "SameSite=Lax" in cookie
+    assert engine().codec.loads_cookie(response.cookies["tl_attr"]).twclid == TWCLID
+
+
+def test_non_paid_traffic_gets_no_cookie(wsgi_client: httpx.Client) -> None:
+    response = wsgi_client.get("/shop/pricing/")
+    assert response.status_code == 200
+    assert "set-cookie" not in response.headers
+
+
+def test_sync_view_conversion_reaches_x_with_twclid(
+    wsgi_client: httpx.Client, fake_x: FakeXConversionsAPI
+) -> None:
+    wsgi_client.get(f"/shop/?twclid={TWCLID}")
+    response = wsgi_client.post("/sync/?order=7")
+    assert response.status_code == 200
+    assert '"conversion_id":"ord_7_purchase"' in response.text
+    assert engine().flush(10)
+    [sent] = fake_x.accepted
+    assert sent["conversion_id"] == "ord_7_purchase"
+    assert {"twclid": TWCLID} in sent["identifiers"]
+    assert {"hashed_email": "973dfe463ec85785f5f95af5ba3906eedb2d931c24e69824a89ea65dba4e813b"} \
+        in sent["identifiers"]
+
+
+async def test_async_view_conversion_reaches_x(
+    asgi_client: httpx.AsyncClient, fake_x: FakeXConversionsAPI
+) -> None:
+    async with asgi_client:
+        landing = await asgi_client.get(f"/shop/?twclid={TWCLID}")
+        assert landing.cookies["tl_attr"]
+        response = await asgi_client.post("/async/?order=8")
+    assert response.status_code == 200
+    assert '"conversion_id":"ord_8_purchase"' in response.text
+    assert engine().flush(10)
+    assert fake_x.accepted_ids() == {"ord_8_purchase": 1}
+    assert {"twclid": TWCLID} in fake_x.accepted[0]["identifiers"]
+
+
+def test_template_tags_render_pixel_and_landing_script_with_nonce(
+    wsgi_client: httpx.Client,
+) -> None:
+    html = wsgi_client.post("/sync/?order=9").text
+    assert '<script nonce="n0nce">' in html
+    assert "/api/tracklayer/session-attribution" in html
+    pixel_call = r"twq\('event', \"tw-o1a2b-o87ni\", \{[^}]*\"conversion_id\":\"ord_9_purchase\""
+    assert re.search(pixel_call, html)
+
+
+def test_attribution_endpoint_answers_without_csrf_token_but_checks_origin(
+    wsgi_client: httpx.Client,
+) -> None:
+    body = {"twclid": TWCLID, "landingUrl": "http://testserver/?twclid=x",
+            "consent": {"adStorage": "granted", "adUserData": "granted"}}
+    ok = wsgi_client.post("/api/tracklayer/session-attribution", json=body,
+                          headers={"origin": "http://testserver"})
+    assert ok.status_code == 204
+    assert ok.cookies["tl_attr"]
+    cross_site = wsgi_client.post("/api/tracklayer/session-attribution", json=body,
+                                  headers={"origin": "https://evil.example"})
+    assert cross_site.status_code == 403
+    assert wsgi_client.get("/api/tracklayer/session-attribution").status_code == 405
+
+
+def test_500_drops_the_conversion(wsgi_client: httpx.Client, fake_x: FakeXConversionsAPI) -> None:
+    assert wsgi_client.get("/fail/").status_code == 500
+    assert engine().flush(10)
+    assert fake_x.requests == []
+    assert queued() == 0
+
+
+def test_streaming_response_hands_off_after_the_last_chunk(
+    wsgi_client: httpx.Client, fake_x: FakeXConversionsAPI
+) -> None:
+    wsgi_client.get(f"/shop/?twclid={TWCLID}")
+    with wsgi_client.stream("GET", "/stream/") as response:
+        first = next(response.iter_bytes())
+        assert first.startswith(b"part one")
+        assert queued() == 0  # nothing handed off mid-stream
+        response.read()
+    assert engine().flush(10)
+    assert fake_x.accepted_ids() == {"lead_stream": 1}
+
+
+def test_stream_broken_part_way_drops_the_conversion(wsgi_client: httpx.Client) -> None:
+    with pytest.raises(RuntimeError, match="stream broke"):
+        wsgi_client.get(f"/stream/?fail=1&twclid={TWCLID}")
+    assert queued() == 0
