@@ -60,14 +60,15 @@ class CommandContext:
             self._outbox = open_outbox(self.settings)
         return self._outbox
 
-    def engine(self) -> TrackLayer:
-        """A sending engine (the given one, or a new one closed by ``close()``)."""
+    def engine(self, **overrides: Any) -> TrackLayer:
+        """A sending engine: the given one, or a new one (settings ``overrides`` applied)
+        that ``close()`` closes."""
         if self.given_engine is not None:
             return self.given_engine
         if self._engine is None:
             from ..engine import TrackLayer
 
-            self._engine = TrackLayer(self.settings)
+            self._engine = TrackLayer(self.settings, **overrides)
         return self._engine
 
     def emit(self, result: Any, human: str) -> None:

@@ -78,11 +78,16 @@ def format_time(moment: datetime | None) -> str:
     return moment.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
-def shorten_hash(digest: str | None, keep: int = 12) -> str | None:
-    """``973dfe463ec8…`` — enough to compare by eye, too little to be the identifier."""
-    if not digest:
+def format_epoch(epoch: float | None) -> str:
+    """``format_time`` for epoch seconds (how the outbox stores times)."""
+    return format_time(None if epoch is None else datetime.fromtimestamp(epoch, timezone.utc))
+
+
+def shorten_hash(digest: str | None) -> str | None:
+    """``973dfe46…813b``: enough to compare by eye, too little to be the identifier."""
+    if not digest or len(digest) <= 12:
         return digest
-    return digest[:keep] + "…" if len(digest) > keep else digest
+    return f"{digest[:8]}…{digest[-4:]}"
 
 
 def secret_presence(value: str | None) -> str:

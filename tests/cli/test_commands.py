@@ -1,0 +1,148 @@
+"""status, trace, retry-dead, purge, report and worker against a real delivery history."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tracklayer_middleware.cli import main
+from tracklayer_middleware.testing import FakeXConversionsAPI
+
+from .conftest import TOKEN
+from .history import EMAIL, EXPECTED, build_history
+
+
+@pytest.fixture(scope="module")
+def history(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, FakeXConversionsAPI]:
+    return build_history(tmp_path_factory.mktemp("history"))
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
+    code = main(list(argv))
+    return code, capsys.readouterr().out
+
+
+def test_history_matches_what_x_received(history: tuple[Path, FakeXConversionsAPI]) -> None:
+    _, fake = history
+    assert fake.accepted_ids() == {"ord_1_purchase": 1, "lead_1": 1, "ord_2_purchase": 1}
+
+
+def test_status_counts_equal_history(
+    history: tuple[Path, FakeXConversionsAPI], capsys: pytest.CaptureFixture[str]
+) -> None:
+    config, _ = history
+    code, out = run(capsys, "status", "--json", "--config", str(config))
+    assert code == 1  # dead and paused rows need a person
+    status = json.loads(out)
+    assert {e: {s: n for s, n in c.items() if n} for e, c in status["by_event"].items()} == EXPECTED
+    assert status["by_state"]["sent"] == 3
+    assert status["pause_kind"] == {"o1a2b": "auth"}
+    assert status["last_error"]["o1a2b"]["http_status"] == 401
+    code, text = run(capsys, "status", "--config", str(config))
+    assert "PAUSED pixel o1a2b (auth)" in text
+    assert "skipped_consent" in text and "total" in text
+
+
+def test_trace_of_retried_purchase(
+    history: tuple[Path, FakeXConversionsAPI], capsys: pytest.CaptureFixture[str]
+) -> None:
+    config, _ = history
+    code, out = run(capsys, "trace", "ord_2_purchase", "--config", str(config))
+    assert code == 0
+    assert "HTTP 503" in out and "sent" in out
+    assert "payload" in out and "twclid=29q0w6g2k2m4a" in out
+    code, out = run(capsys, "trace", "ord_1_purchase", "--json", "--config", str(config))
+    trace = json.loads(out)["traces"][0]
+    assert trace["state"] == "sent"
+    email_hash = trace["payload"]["identifiers"][1]["hashed_email"]
+    assert email_hash.endswith("…" + email_hash[-4:]) and len(email_hash) < 20
+    assert EMAIL.lower() not in out
+
+
+def test_trace_of_dead_and_paused_give_hints(
+    history: tuple[Path, FakeXConversionsAPI], capsys: pytest.CaptureFixture[str]
+) -> None:
+    config, _ = history
+    _, out = run(capsys, "trace", "ord_bad_purchase", "--config", str(config))
+    assert "dead" in out and "HTTP 400" in out and "retry-dead" in out
+    _, out = run(capsys, "trace", "ord_3_purchase", "--config", str(config))
+    assert "paused" in out and "Rotate the token" in out
+    _, out = run(capsys, "trace", "lead_2", "--config", str(config))
+    assert "consent" in out
+
+
+def test_trace_unknown_exits_1(
+    history: tuple[Path, FakeXConversionsAPI], capsys: pytest.CaptureFixture[str]
+) -> None:
+    config, _ = history
+    code, out = run(capsys, "trace", "nope", "--config", str(config))
+    assert code == 1 and "no conversion 'nope'" in out
+
+
+def test_report_shares_and_advice(
+    history: tuple[Path, FakeXConversionsAPI], capsys: pytest.CaptureFixture[str]
+) -> None:
+    config, _ = history
+    code, out = run(capsys, "report", "--since", "1d", "--json", "--config", str(config))
+    report = json.loads(out)
+    purchase, lead = report["events"]["purchase"], report["events"]["lead"]
+    assert purchase["total"] == 4 and purchase["with_twclid"] == 3
+    assert purchase["with_email"] == 2 and purchase["dead"] == 1
+    assert purchase["dead_by_code"] == {"INVALID_PARAMETER": 1}
+    assert lead["total"] == 3 and lead["with_twclid"] == 0 and lead["skipped_consent"] == 1
+    assert lead["with_none"] == 1
+    assert code == 1
+    lead_advice = [a["advice"] for a in report["advice"] if a["event"] == "lead"]
+    assert any("Weak match quality" in a for a in lead_advice)
+    _, text = run(capsys, "report", "--config", str(config))
+    assert "twclid" in text and "Weak match quality" in text
+
+
+def test_report_window_excludes_older(
+    history: tuple[Path, FakeXConversionsAPI], capsys: pytest.CaptureFixture[str]
+) -> None:
+    config, _ = history
+    code, out = run(capsys, "report", "--since", "2999-01-01", "--json", "--config", str(config))
+    assert code == 0 and json.loads(out)["events"] == {}
+
+
+def test_retry_dead_and_purge(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config, _ = build_history(tmp_path)
+    _, out = run(capsys, "retry-dead", "--dry-run", "--json", "--config", str(config))
+    assert json.loads(out)["would_retry"] == 1
+    _, out = run(capsys, "retry-dead", "--since", "2999-01-01", "--config", str(config))
+    assert "retried 0" in out
+    _, out = run(capsys, "retry-dead", "--event", "purchase", "--json", "--config", str(config))
+    assert json.loads(out)["retried"] == 1
+
+    _, out = run(capsys, "purge", "--sent-before", "2000-01-01", "--json",
+                    "--config", str(config))
+    assert json.loads(out)["purged"] == 0
+    _, out = run(capsys, "purge", "--sent-before", "2999-01-01", "--dry-run", "--json",
+                    "--config", str(config))
+    assert json.loads(out)["would_purge"] == 5  # 3 sent + 2 skipped
+    _, out = run(capsys, "purge", "--sent-before", "2999-01-01", "--json",
+                    "--config", str(config))
+    assert json.loads(out)["purged"] == 5
+    _, out = run(capsys, "status", "--json", "--config", str(config))
+    left = json.loads(out)["by_state"]
+    assert {s: n for s, n in left.items() if n} == {"pending": 1, "paused": 1}
+
+
+def test_worker_once_delivers_retried_dead(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config, _ = build_history(tmp_path)
+    assert main(["retry-dead", "--config", str(config)]) == 0
+    monkeypatch.setenv("X_ADS_BEARER_TOKEN", TOKEN)
+    with FakeXConversionsAPI(pixel_ids=["o1a2b"], token=TOKEN) as fake:
+        monkeypatch.setenv("TRACKLAYER_API_BASE_URL", fake.base_url)
+        capsys.readouterr()
+        code = main(["worker", "--once", "--config", str(config)])
+        out = capsys.readouterr().out
+        assert code == 0 and "worker stopped" in out
+        assert fake.accepted_ids()["ord_bad_purchase"] == 1
