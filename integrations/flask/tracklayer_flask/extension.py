@@ -1,0 +1,120 @@
+"""The Flask extension: ``TrackLayer(app)`` or ``TrackLayer()`` + ``init_app(app)``.
+
+Per app it builds one engine from ``app.config`` (kept in ``app.extensions["tracklayer"]``),
+wraps ``app.wsgi_app`` with the core WSGI middleware (landing capture, the attribution
+endpoint, and the hand-off of conversions when the server closes the response), puts the
+request's tracker on ``request.tracker``, adds the Jinja globals ``tracklayer_pixel()`` and
+``tracklayer_landing_script()``, and the ``flask tracklayer`` command group.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from flask import Flask, current_app, request
+from markupsafe import Markup
+
+from tracklayer_middleware.conversion import Conversion
+from tracklayer_middleware.engine import TrackLayer as Engine
+from tracklayer_middleware.pixel import render_landing_script, render_pixel_script
+from tracklayer_middleware.settings import TrackLayerSettings
+from tracklayer_middleware.tracker import Tracker
+from tracklayer_middleware.wsgi import TrackLayerWSGIMiddleware
+
+from .cli import tracklayer_command
+
+EXTENSION_KEY = "tracklayer"
+TRACKER_ENVIRON_KEY = "tracklayer.tracker"
+
+
+class TrackLayer:
+    """TrackLayer for one or more Flask apps (state lives on each app, never on this object).
+
+    Settings come from ``app.config["TRACKLAYER"]`` (a dict with the keys of
+    ``TrackLayerSettings.from_mapping``, the guide's camelCase included) and from
+    ``TRACKLAYER_<NAME>`` config keys, which win; keyword ``overrides`` win over both. The
+    attribution cookie is signed with ``SECRET_KEY`` unless a ``secret_key`` is configured.
+    """
+
+    def __init__(self, app: Flask | None = None, **overrides: Any) -> None:
+        self._overrides = overrides
+        if app is not None:
+            self.init_app(app)
+
+    def init_app(self, app: Flask, **overrides: Any) -> None:
+        """Install TrackLayer on ``app``; raises ``RuntimeError`` if it already has it."""
+        if EXTENSION_KEY in app.extensions:
+            raise RuntimeError(
+                f"TrackLayer is already installed on the Flask app {app.name!r}. Call "
+                "TrackLayer(app) or init_app(app) once per app, and use "
+                "current_app.extensions['tracklayer'] (or TrackLayer.engine) elsewhere."
+            )
+        settings = settings_from_config(app, **{**self._overrides, **overrides})
+        engine = Engine(settings)
+        app.extensions[EXTENSION_KEY] = engine
+        app.wsgi_app = TrackLayerWSGIMiddleware(app.wsgi_app, engine)  # type: ignore[method-assign]
+        app.before_request(_attach_tracker)
+        app.jinja_env.globals.update(
+            tracklayer_pixel=tracklayer_pixel,
+            tracklayer_landing_script=tracklayer_landing_script,
+        )
+        app.cli.add_command(tracklayer_command)
+
+    @property
+    def engine(self) -> Engine:
+        """The current app's engine: ``convert()`` out of requests, ``flush()``, ``stats()``."""
+        return get_engine()
+
+
+def settings_from_config(app: Flask, **overrides: Any) -> TrackLayerSettings:
+    """``TrackLayerSettings`` from ``app.config`` (``ConfigurationError`` lists every problem)."""
+    values: dict[str, Any] = {}
+    if app.config.get("SECRET_KEY"):
+        values["secret_key"] = app.config["SECRET_KEY"]
+    values.update(app.config.get("TRACKLAYER") or {})
+    values.update(app.config.get_namespace("TRACKLAYER_"))
+    return TrackLayerSettings.from_mapping(values, **overrides)
+
+
+def get_engine(app: Flask | None = None) -> Engine:
+    """The engine of ``app`` (default: ``current_app``)."""
+    app = app or current_app
+    try:
+        engine: Engine = app.extensions[EXTENSION_KEY]
+    except KeyError:
+        raise RuntimeError(
+            f"TrackLayer is not installed on the Flask app {app.name!r}: call "
+            "TrackLayer(app) or TrackLayer().init_app(app) in your app factory."
+        ) from None
+    return engine
+
+
+def tracklayer_pixel(
+    conversions: Conversion | Iterable[Conversion] | None = None, nonce: str | None = None
+) -> Markup:
+    """Jinja global: ``twq('event', ...)`` for this request's conversions (or the ones given).
+
+    Each call carries the ``conversion_id`` the server sends, so X counts the purchase once.
+    The CSP nonce defaults to ``request.csp_nonce`` (set by Flask-Talisman) when present.
+    """
+    if conversions is None:
+        tracker: Tracker | None = getattr(request, "tracker", None)
+        conversions = tracker.pending if tracker is not None else ()
+    elif isinstance(conversions, Conversion):
+        conversions = (conversions,)
+    return Markup(render_pixel_script(tuple(conversions), nonce=_nonce(nonce)))
+
+
+def tracklayer_landing_script(nonce: str | None = None) -> Markup:
+    """Jinja global: the guide's landing snippet, reporting ``twclid`` and consent."""
+    return Markup(render_landing_script(get_engine().settings, nonce=_nonce(nonce)))
+
+
+def _attach_tracker() -> None:
+    request.tracker = request.environ[TRACKER_ENVIRON_KEY]  # type: ignore[attr-defined]
+
+
+def _nonce(given: str | None) -> str | None:
+    found = given or getattr(request, "csp_nonce", None)
+    return str(found) if found else None
