@@ -433,11 +433,14 @@ class SQLiteOutbox:
     def unfinished(self, now: float) -> tuple[int, float | None]:
         """How many rows ``flush()`` waits for, and the earliest moment one of them is due."""
         with self._read() as conn:
+            # An in-flight row is being answered right now, not at its lease expiry: were it
+            # due then, flush() would give up on every batch that is merely on the wire.
             count, due = conn.execute(
-                "SELECT COUNT(*), MIN(CASE WHEN state = 'in_flight' THEN lease_until "
+                "SELECT COUNT(*), MIN(CASE WHEN state = 'in_flight' THEN ? "
                 "ELSE MAX(next_attempt_at, COALESCE((SELECT until FROM pixel_pause p "
                 "WHERE p.pixel_id = outbox.pixel_id), 0)) END) "
-                "FROM outbox WHERE state IN ('pending', 'in_flight', 'retrying')"
+                "FROM outbox WHERE state IN ('pending', 'in_flight', 'retrying')",
+                (now,),
             ).fetchone()
         return int(count), due
 
