@@ -13,6 +13,4 @@ The story of one conversion after the request has answered:
    conversion_id), pause the pixel (429, 401/403/404), bisect a refused batch, or dead.
 5. ``log`` writes one delivery-log entry per conversion per attempt; ``report`` shapes
    ``stats()`` and ``trace()``.
-
-Nothing here is imported by the package top level on purpose: the engine wires it.
 """
