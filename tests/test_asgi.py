@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+from datetime import datetime, timezone
 from typing import Any
 
 import httpx
@@ -20,6 +21,8 @@ from tracklayer_middleware.tracker import current_tracker
 
 pytestmark = pytest.mark.anyio
 
+# sha256("test@example.com"), the vector of x-conversions-api.md
+TEST_EMAIL_SHA256 = "973dfe463ec85785f5f95af5ba3906eedb2d931c24e69824a89ea65dba4e813b"
 LANDING = "/pricing?twclid=29q0w6g2k2m4a&utm_source=x&email=a%40b.c"
 
 
@@ -521,3 +524,53 @@ def test_engine_and_settings_together_is_a_configuration_error(make_engine: Any)
 
     with pytest.raises(ConfigurationError, match="either engine= or settings"):
         TrackLayerMiddleware(Starlette(), make_engine(), pixel_id="o1a2b")
+
+
+# ---------------------------------------------------------------- the whole story, to a fake X
+async def test_story_from_landing_to_x(make_engine: Any, fake_x: Any) -> None:
+    engine = make_engine(
+        environment="production",
+        api_base_url=fake_x.base_url,
+        delivery="background",
+        send_external_id=True,
+    )
+
+    async def checkout(request: Request) -> Response:
+        conversion = request.state.tracker.convert(
+            "purchase",
+            conversion_id="ord_10492_purchase",
+            conversion_time=datetime(2026, 4, 24, 9, 42, 13, tzinfo=timezone.utc),
+            value=129.95,
+            currency="USD",
+            description="TrackLayer purchase",
+            email="  Test@Example.COM ",
+            external_id="cust_10492",
+        )
+        return JSONResponse(conversion.pixel_event())
+
+    app = Starlette(
+        routes=[Route("/pricing", home), Route("/checkout", checkout, methods=["POST"])]
+    )
+    async with client(TrackLayerMiddleware(app, engine)) as http:
+        await http.get("/pricing?twclid=29q0w6g2k2m4a&utm_source=x")
+        pixel = (await http.post("/checkout")).json()
+    assert pixel == {
+        "event_id": "tw-o1a2b-o87ni",
+        "params": {"value": 129.95, "currency": "USD", "conversion_id": "ord_10492_purchase"},
+    }
+    assert engine.flush(timeout=10)
+    assert fake_x.accepted == [
+        {
+            "conversion_time": "2026-04-24T09:42:13.000Z",
+            "event_id": "o87ni",
+            "conversion_id": "ord_10492_purchase",
+            "value": 129.95,
+            "price_currency": "USD",
+            "description": "TrackLayer purchase",
+            "identifiers": [
+                {"twclid": "29q0w6g2k2m4a"},
+                {"hashed_email": TEST_EMAIL_SHA256},
+                {"external_id": "cust_10492"},
+            ],
+        }
+    ]
