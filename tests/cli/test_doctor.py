@@ -128,3 +128,33 @@ def test_unwritable_outbox_fails(
     path = write_config(outbox=f"sqlite:///{blocker / 'sub' / 'outbox.sqlite3'}")
     assert main(["doctor", "--config", str(path)]) == 1
     assert "FAIL" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("token", "pixel_status", "code", "words"),
+    [(TOKEN, 404, 0, "token and pixel were accepted"),
+     ("an-old-token", 404, 1, "rotate the token"),
+     (TOKEN, 403, 1, "check ownership")],
+)
+def test_probe_against_fake_x(
+    write_config: Callable[..., Path],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    token: str,
+    pixel_status: int,
+    code: int,
+    words: str,
+) -> None:
+    from tracklayer_middleware.testing import FakeXConversionsAPI
+
+    owned = ["o1a2b"] if pixel_status == 404 else ["zz9"]
+    with FakeXConversionsAPI(pixel_ids=owned, token=TOKEN,
+                             unknown_pixel_status=pixel_status) as fake:
+        monkeypatch.setenv("X_ADS_BEARER_TOKEN", token)
+        path = write_config(api_base_url=fake.base_url)
+        assert main(["doctor", "--probe", "--config", str(path)]) == code
+        out = capsys.readouterr().out
+        assert words in out
+        assert token not in out
+        assert len(fake.accepted) == 0  # the probe never records a conversion
+        assert "clock skew" in out

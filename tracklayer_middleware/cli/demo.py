@@ -208,8 +208,8 @@ class Story:
         if not rows:
             return
         record = rows[-1].record
-        ids = {name: shorten_hash(record.get(name)) for name in
-               ("twclid", "hashed_email", "hashed_phone") if record.get(name)}
+        ids = {name: record[name] if name == "twclid" else shorten_hash(record[name])
+               for name in ("twclid", "hashed_email", "hashed_phone") if record.get(name)}
         self.fact("outbox row", {"conversion_id": conversion_id, "event_id": rows[-1].event_id,
                                  "state": rows[-1].state, "identifiers": ids},
                   shown=f"{conversion_id} (X event {rows[-1].event_id}), state "

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 from pathlib import Path
@@ -287,7 +287,21 @@ def probe_endpoint(
                   f"{type(exc).__name__}", "check DNS, proxy and firewall for outbound HTTPS."),
             *check_clock(None),
         ]
-    return [classify_probe(response.status_code), *check_clock(response.headers.get("date"))]
+    verdict = classify_probe(response.status_code)
+    said = _x_error(response)
+    if said:
+        verdict = replace(verdict, detail=f"{verdict.detail} (X: {said})")
+    return [verdict, *check_clock(response.headers.get("date"))]
+
+
+def _x_error(response: httpx.Response) -> str:
+    """X's first error as ``CODE: message`` (never echoes request headers)."""
+    try:
+        errors = response.json().get("errors") or []
+        first = errors[0]
+        return f"{first.get('code')}: {first.get('message')}"[:200]
+    except (ValueError, AttributeError, IndexError, TypeError):
+        return ""
 
 
 def static_checks(

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from ..settings import TrackLayerSettings
     from .context import CommandContext
 
-_HASHED_KEYS = ("twclid", "hashed_email", "hashed_phone_number")
+_HASHED_KEYS = ("hashed_email", "hashed_phone_number")  # twclid is a click id: shown whole
 
 
 def payload_as_sent(row: OutboxRow, settings: TrackLayerSettings) -> dict[str, Any] | None:
