@@ -1,0 +1,1 @@
+"""A tiny Django shop wired to TrackLayer (see README.md)."""

@@ -1,0 +1,1 @@
+"""The shop app: landing, pricing, lead form, checkout → purchase."""

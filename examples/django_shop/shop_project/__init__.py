@@ -1,0 +1,1 @@
+"""Project package of the Django example shop."""

@@ -1,0 +1,1 @@
+"""A tiny FastAPI shop wired to TrackLayer (see README.md)."""

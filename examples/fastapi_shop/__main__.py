@@ -1,0 +1,33 @@
+"""``python -m examples.fastapi_shop``: the shop on http://127.0.0.1:8000 against a local fake X."""
+
+from __future__ import annotations
+
+import os
+
+import uvicorn
+
+from tracklayer_middleware.testing import FakeXConversionsAPI
+
+from .app import create_app
+
+
+def main() -> None:
+    """Start the bundled fake X, then serve the shop with uvicorn until Ctrl-C."""
+    os.environ["X_ADS_BEARER_TOKEN"] = "fake-x-token"
+    with FakeXConversionsAPI(token="fake-x-token") as fake_x:
+        app = create_app(
+            {
+                "api_base_url": fake_x.base_url,
+                # Sending is allowed only because it goes to the local fake X.
+                "environment": "fake-x",
+                "allowedEnvironments": ["fake-x"],
+                "outbox": "sqlite:///.tracklayer/fastapi_shop.sqlite3",
+            }
+        )
+        print(f"fake X listening on {fake_x.base_url}")
+        print("open http://127.0.0.1:8000/pricing?twclid=29q0w6g2k2m4a&utm_source=x")
+        uvicorn.run(app, host="127.0.0.1", port=int(os.environ.get("PORT", "8000")))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""A tiny Flask shop wired to TrackLayer (see README.md)."""

@@ -1,0 +1,33 @@
+"""``python -m examples.flask_shop``: the shop on http://127.0.0.1:5000 against a local fake X."""
+
+from __future__ import annotations
+
+import os
+
+from tracklayer_middleware.testing import FakeXConversionsAPI
+
+from .app import create_app
+
+
+def main() -> None:
+    """Start the bundled fake X, then serve the shop until Ctrl-C."""
+    os.environ["X_ADS_BEARER_TOKEN"] = "fake-x-token"
+    with FakeXConversionsAPI(token="fake-x-token") as fake_x:
+        app = create_app(
+            {
+                "TRACKLAYER": {
+                    "api_base_url": fake_x.base_url,
+                    # Sending is allowed only because it goes to the local fake X.
+                    "environment": "fake-x",
+                    "allowed_environments": ["fake-x"],
+                    "outbox": "sqlite:///.tracklayer/flask_shop.sqlite3",
+                }
+            }
+        )
+        print(f"fake X listening on {fake_x.base_url}")
+        print("open http://127.0.0.1:5000/pricing?twclid=29q0w6g2k2m4a&utm_source=x")
+        app.run(host="127.0.0.1", port=int(os.environ.get("PORT", "5000")))
+
+
+if __name__ == "__main__":
+    main()
