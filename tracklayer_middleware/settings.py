@@ -159,6 +159,18 @@ class TrackLayerSettings:
         """Keys that verify a cookie or token: the current one first, then the fallbacks."""
         return (self.secret_key, *self.secret_key_fallbacks)
 
+    @property
+    def credential_envs(self) -> tuple[str, ...]:
+        """Names of the environment variables holding the X credentials ``auth`` needs."""
+        if self.auth == "oauth1":
+            return (
+                self.oauth1_consumer_key_env,
+                self.oauth1_consumer_secret_env,
+                self.oauth1_access_token_env,
+                self.oauth1_access_token_secret_env,
+            )
+        return (self.token_env,)
+
     def token(self) -> str | None:
         """The X token for ``bearer``/``pixel_token`` auth, read from the environment now."""
         value = os.environ.get(self.token_env, "").strip()

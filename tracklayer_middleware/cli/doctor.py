@@ -51,18 +51,9 @@ class Check:
 
 def check_token(settings: TrackLayerSettings, environ: Mapping[str, str]) -> list[Check]:
     """The credentials named by the settings are set (values never shown)."""
-    if settings.auth == "oauth1":
-        names = [
-            settings.oauth1_consumer_key_env,
-            settings.oauth1_consumer_secret_env,
-            settings.oauth1_access_token_env,
-            settings.oauth1_access_token_secret_env,
-        ]
-    else:
-        names = [settings.token_env]
     missing_status: Status = "warn" if settings.dry_run else "fail"
     checks = []
-    for name in names:
+    for name in settings.credential_envs:
         value = environ.get(name, "").strip()
         checks.append(
             Check(
