@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import io
 import json
+import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -146,3 +151,50 @@ def test_worker_once_delivers_retried_dead(
         out = capsys.readouterr().out
         assert code == 0 and "worker stopped" in out
         assert fake.accepted_ids()["ord_bad_purchase"] == 1
+
+
+def test_worker_stops_gracefully_on_sigterm(tmp_path: Path) -> None:
+    config, _ = build_history(tmp_path)
+    assert main(["retry-dead", "--config", str(config)]) == 0
+    with FakeXConversionsAPI(pixel_ids=["o1a2b"], token=TOKEN) as fake:
+        env = {**os.environ, "X_ADS_BEARER_TOKEN": TOKEN,
+               "TRACKLAYER_API_BASE_URL": fake.base_url}
+        proc = subprocess.Popen(
+            [sys.executable, "-u", "-m", "tracklayer_middleware", "worker",
+             "--config", str(config)],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+        )
+        try:
+            assert proc.stdout is not None
+            for line in proc.stdout:  # blocks on the worker's own progress lines
+                if "SIGTERM" in line:
+                    break
+            assert fake.wait_for(1, timeout=10)
+            proc.send_signal(signal.SIGTERM)
+            rest = proc.communicate(timeout=20)[0]
+        finally:
+            proc.kill()
+    assert proc.returncode == 0
+    assert "worker stopped" in rest
+    assert fake.accepted_ids()["ord_bad_purchase"] == 1
+
+
+def test_status_watch_repeats_until_stopped(
+    history: tuple[Path, FakeXConversionsAPI], capsys: pytest.CaptureFixture[str]
+) -> None:
+    import threading
+
+    from tracklayer_middleware.cli import build_parser, status
+    from tracklayer_middleware.cli.context import CommandContext
+
+    config, _ = history
+    args = build_parser().parse_args(["status", "--watch", "0.2", "--config", str(config)])
+    out = io.StringIO()
+    ctx = CommandContext(args, out, io.StringIO())
+    stop = threading.Event()
+    stop.set()  # one round, then the wait returns at once
+    try:
+        assert status.run(ctx, stop=stop) == 1
+    finally:
+        ctx.close()
+    assert out.getvalue().count("oldest waiting") == 1
