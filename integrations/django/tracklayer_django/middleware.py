@@ -132,7 +132,7 @@ def finish_response(
             gateway.handoff(conversions)
 
     # Django runs these in response.close(), after the server sent the last byte.
-    response._resource_closers.append(hand_off)
+    response._resource_closers.append(hand_off)  # type: ignore[attr-defined]
     return response
 
 
