@@ -1,0 +1,223 @@
+"""Faults on X's side, against the fake X over real HTTP and a real SQLite outbox.
+
+Every case ends with the ledger: each conversion_id we created was accepted by X (0 lost),
+none twice unless the failure was ambiguous (X may have processed it; resending the SAME
+conversion_id is then correct and X dedups it), and no id we did not create (0 doubled).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Iterable
+
+import pytest
+
+from tests.adversarial.conftest import TOKEN, TOKEN_ENV, Ledger
+from tracklayer_middleware.conversion import build_conversion
+from tracklayer_middleware.delivery.outbox import State
+from tracklayer_middleware.engine import TrackLayer
+from tracklayer_middleware.testing import FakeResponse, FakeXConversionsAPI
+
+pytestmark = pytest.mark.adversarial_fault
+
+MakeEngine = Callable[..., TrackLayer]
+
+
+def convert_all(engine: TrackLayer, ids: Iterable[str]) -> list[str]:
+    made = []
+    for cid in ids:
+        engine.convert("purchase", conversion_id=cid, value=10.0, currency="USD",
+                       attribution="29q0w6g2k2m4a", email=f"{cid}@example.com")
+        made.append(cid)
+    return made
+
+
+def drained(engine: TrackLayer, xapi: FakeXConversionsAPI, n: int, timeout: float = 30) -> None:
+    # Longer than the lease (10 s): flush() gives up early on an in-flight row whose lease
+    # outlives its deadline.
+    assert engine.flush(timeout=timeout), engine.stats()
+    assert xapi.wait_for(n, timeout=timeout), engine.stats()
+
+
+def states(engine: TrackLayer, ids: Iterable[str]) -> set[str]:
+    return {trace.state for trace in map(engine.trace, ids) if trace is not None}
+
+
+def test_x_500_three_times_then_200(
+    engine: TrackLayer, xapi: FakeXConversionsAPI, ledger: Ledger
+) -> None:
+    xapi.script(500, 500, 500)
+    ids = convert_all(engine, ["f500_1", "f500_2"])
+    drained(engine, xapi, 2)
+    ledger.account(ids, xapi.accepted_ids().elements())
+    assert states(engine, ids) == {State.SENT}
+
+
+def test_x_503_with_an_html_body(
+    engine: TrackLayer, xapi: FakeXConversionsAPI, ledger: Ledger
+) -> None:
+    xapi.script(FakeResponse(503, body="<html>upstream connect error</html>"))
+    ids = convert_all(engine, ["f503_html"])
+    drained(engine, xapi, 1)
+    ledger.account(ids, xapi.accepted_ids().elements())
+
+
+def test_x_200_with_a_malformed_body_is_resent_with_the_same_id(
+    engine: TrackLayer, xapi: FakeXConversionsAPI, ledger: Ledger
+) -> None:
+    xapi.script(FakeResponse(200, malformed_body=True))
+    ids = convert_all(engine, ["f200_garbage"])
+    drained(engine, xapi, 2)  # processed once, answered garbage; resent once
+    ledger.account(ids, xapi.accepted_ids().elements(), resend_allowed=ids)
+    assert xapi.received_ids()["f200_garbage"] == 2
+
+
+def test_x_200_saying_nothing_was_processed_is_resent(
+    engine: TrackLayer, xapi: FakeXConversionsAPI, ledger: Ledger
+) -> None:
+    xapi.script(FakeResponse(200, body={"data": {"conversions_processed": 0}}))
+    ids = convert_all(engine, ["f200_zero"])
+    drained(engine, xapi, 2)
+    ledger.account(ids, xapi.accepted_ids().elements(), resend_allowed=ids)
+
+
+def test_x_closes_the_connection_after_reading_the_body(
+    engine: TrackLayer, xapi: FakeXConversionsAPI, ledger: Ledger
+) -> None:
+    xapi.script(FakeResponse(drop_after_read=True))
+    ids = convert_all(engine, ["f_drop_after_read_1", "f_drop_after_read_2"])
+    drained(engine, xapi, 3)  # the dropped batch was processed, then resent
+    ledger.account(ids, xapi.accepted_ids().elements(), resend_allowed=ids)
+    bodies = [r.conversions() for r in xapi.requests]
+    assert all({c["conversion_id"] for c in body} <= set(ids) for body in bodies)
+
+
+def test_x_drops_the_connection_before_processing(
+    engine: TrackLayer, xapi: FakeXConversionsAPI, ledger: Ledger
+) -> None:
+    xapi.script(FakeResponse(drop_connection=True), FakeResponse(drop_connection=True))
+    ids = convert_all(engine, ["f_drop_1"])
+    drained(engine, xapi, 1)
+    ledger.account(ids, xapi.accepted_ids().elements())
+
+
+def test_slow_loris_x_times_out_and_the_same_id_is_resent(
+    make_engine: MakeEngine, xapi: FakeXConversionsAPI, ledger: Ledger
+) -> None:
+    engine = make_engine(timeout_seconds=0.3, lease_seconds=5)
+    xapi.script(FakeResponse(200, delay=1.0))
+    ids = convert_all(engine, ["f_slow_1"])
+    drained(engine, xapi, 1)
+    ledger.account(ids, xapi.accepted_ids().elements(), resend_allowed=ids)
+    attempts = engine.trace("f_slow_1").attempts  # type: ignore[union-attr]
+    assert len(attempts) >= 2 and attempts[0].state != State.SENT
+
+
+def test_dns_failure_keeps_everything_until_x_is_reachable(
+    make_engine: MakeEngine, xapi: FakeXConversionsAPI, ledger: Ledger
+) -> None:
+    broken = make_engine(api_base_url="http://nonexistent.invalid")
+    ids = convert_all(broken, ["f_dns_1", "f_dns_2"])
+    assert not broken.flush(timeout=0.5)  # cannot drain: nothing may be marked sent
+    assert states(broken, ids) <= {State.PENDING, State.RETRYING, State.IN_FLIGHT}
+    broken.close(timeout=0)
+    fixed = make_engine()  # the operator fixes the URL and restarts: same outbox file
+    drained(fixed, xapi, 2)
+    ledger.account(ids, xapi.accepted_ids().elements())
+
+
+def test_connection_refused(
+    make_engine: MakeEngine, xapi: FakeXConversionsAPI, ledger: Ledger
+) -> None:
+    with FakeXConversionsAPI(pixel_ids=["o1a2b"], token=TOKEN) as gone:
+        dead_url = gone.base_url
+    refused = make_engine(api_base_url=dead_url)
+    ids = convert_all(refused, ["f_refused_1"])
+    assert not refused.flush(timeout=0.3)
+    refused.close(timeout=0)
+    drained(make_engine(), xapi, 1)
+    ledger.account(ids, xapi.accepted_ids().elements())
+
+
+def test_x_429_with_retry_after(
+    engine: TrackLayer, xapi: FakeXConversionsAPI, ledger: Ledger
+) -> None:
+    xapi.script(FakeResponse(429, headers={"Retry-After": "1"}))
+    ids = convert_all(engine, ["f429_1", "f429_2"])
+    drained(engine, xapi, 2)
+    ledger.account(ids, xapi.accepted_ids().elements())
+    trace = engine.trace("f429_1")
+    assert trace is not None and trace.state == State.SENT
+
+
+def test_x_429_with_a_garbage_retry_after(
+    engine: TrackLayer, xapi: FakeXConversionsAPI, ledger: Ledger
+) -> None:
+    """Unreadable rate-limit headers: a pause clamped to 1-300 s, no attempt used, kept."""
+    xapi.script(FakeResponse(429, headers={"Retry-After": "soon, maybe", "x-rate-limit-reset": "-"}))
+    ids = convert_all(engine, ["f429_garbage"])
+    assert xapi.wait_for_requests(1)
+    engine.flush(timeout=0.3)
+    pause = engine.outbox.pauses()["o1a2b"]
+    assert 1 <= pause.until - time.time() <= 300
+    assert states(engine, ids) <= {State.RETRYING, State.PENDING}
+    engine.sender._clock = lambda: time.time() + 301  # the sender's clock: the pause is over
+    assert xapi.wait_for(1, timeout=10), engine.stats()
+    drained(engine, xapi, 1)
+    ledger.account(ids, xapi.accepted_ids().elements())
+
+
+def test_x_401_then_the_token_is_rotated(
+    engine: TrackLayer,
+    xapi: FakeXConversionsAPI,
+    ledger: Ledger,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    xapi.set_token("rotated-token-2")  # X revoked ours
+    ids = convert_all(engine, ["f401_1", "f401_2", "f401_3"])
+    assert xapi.wait_for_requests(1)
+    engine.flush(timeout=0.5)
+    assert not xapi.accepted
+    assert states(engine, ids) <= {State.PAUSED, State.PENDING, State.RETRYING, State.IN_FLIGHT}
+    monkeypatch.setenv(TOKEN_ENV, "rotated-token-2")  # the operator rotates the token
+    assert xapi.wait_for(3, timeout=15), engine.stats()
+    drained(engine, xapi, 3)
+    ledger.account(ids, xapi.accepted_ids().elements())
+
+
+@pytest.mark.parametrize("status", [403, 404])
+def test_x_403_404_pause_keep_and_resume(
+    engine: TrackLayer, xapi: FakeXConversionsAPI, ledger: Ledger, status: int
+) -> None:
+    xapi.script(status)
+    ids = convert_all(engine, [f"f{status}_1", f"f{status}_2"])
+    assert xapi.wait_for(2, timeout=15), engine.stats()  # the probe finds X fixed
+    drained(engine, xapi, 2)
+    ledger.account(ids, xapi.accepted_ids().elements())
+
+
+def test_x_400_on_a_batch_is_bisected_to_the_one_bad_conversion(
+    engine: TrackLayer, xapi: FakeXConversionsAPI, ledger: Ledger
+) -> None:
+    good = [build_conversion(engine.settings, "purchase", conversion_id=f"f400_{i}",
+                             attribution="29q0w6g2k2m4a") for i in range(9)]
+    bad = dataclasses.replace(good[0], conversion_id="f400_bad", hashed_email="not-a-sha256")
+    engine.handoff([*good[:4], bad, *good[4:]])
+    assert engine.flush(timeout=10)
+    good_ids = [c.conversion_id for c in good]
+    ledger.account(good_ids, xapi.accepted_ids().elements())
+    dead = engine.trace("f400_bad")
+    assert dead is not None and dead.state == State.DEAD
+    assert dead.last_code and dead.last_error
+
+
+def test_x_redirect_is_not_followed(
+    engine: TrackLayer, xapi: FakeXConversionsAPI, ledger: Ledger
+) -> None:
+    xapi.script(FakeResponse(307, headers={"Location": "http://127.0.0.1:9/steal"}))
+    ids = convert_all(engine, ["f_redirect"])
+    drained(engine, xapi, 1)
+    ledger.account(ids, xapi.accepted_ids().elements())
+    assert all(r.path.startswith("/12/measurement/conversions/") for r in xapi.requests)
+
