@@ -155,7 +155,8 @@ def test_x_429_with_a_garbage_retry_after(
     engine: TrackLayer, xapi: FakeXConversionsAPI, ledger: Ledger
 ) -> None:
     """Unreadable rate-limit headers: a pause clamped to 1-300 s, no attempt used, kept."""
-    xapi.script(FakeResponse(429, headers={"Retry-After": "soon, maybe", "x-rate-limit-reset": "-"}))
+    garbage = {"Retry-After": "soon, maybe", "x-rate-limit-reset": "-"}
+    xapi.script(FakeResponse(429, headers=garbage))
     ids = convert_all(engine, ["f429_garbage"])
     assert xapi.wait_for_requests(1)
     engine.flush(timeout=0.3)
