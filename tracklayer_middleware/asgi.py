@@ -13,8 +13,9 @@ import anyio
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from .conversion import Conversion
 from .gateway import MAX_BODY, RequestGateway, engine_from
-from .tracker import Tracker, activate, deactivate
+from .tracker import activate, deactivate
 
 if TYPE_CHECKING:
     from .engine import TrackLayer
@@ -70,20 +71,20 @@ class TrackLayerMiddleware:
         try:
             await self.app(scope, receive, send_wrapper)
         except BaseException as exc:
-            await self._finish(tracker, status, complete, exc)
+            conversions = gateway.finish(tracker, status=status, complete=complete, error=exc)
+            if conversions:
+                await self._handoff(conversions)
             raise
         finally:
             deactivate(token)
-        await self._finish(tracker, status, complete, None)
-
-    async def _finish(
-        self, tracker: Tracker, status: int | None, complete: bool, error: BaseException | None
-    ) -> None:
-        conversions = self.gateway.finish(tracker, status=status, complete=complete, error=error)
+        conversions = gateway.finish(tracker, status=status, complete=complete)
         if conversions:
-            # The client has its response; a cancellation now must not lose the hand-off.
-            with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(self.gateway.handoff, conversions)
+            await self._handoff(conversions)
+
+    async def _handoff(self, conversions: tuple[Conversion, ...]) -> None:
+        # The client has its response; a cancellation now must not lose the hand-off.
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(self.gateway.handoff, conversions)
 
     def _with_cookies(self, message: Message, cookies: tuple[str, ...]) -> Message:
         headers = list(message.get("headers", ()))
@@ -118,13 +119,12 @@ async def _read_body(receive: Receive) -> bytes | None:
 
 
 class ScopeFacts:
-    """``RequestFacts`` of an ASGI HTTP scope; headers are decoded only when asked for."""
+    """``RequestFacts`` of an ASGI HTTP scope; a header is decoded only when asked for."""
 
-    __slots__ = ("_headers", "scope")
+    __slots__ = ("scope",)
 
     def __init__(self, scope: Scope) -> None:
         self.scope = scope
-        self._headers: dict[str, str] | None = None
 
     @property
     def method(self) -> str:
@@ -168,13 +168,11 @@ class ScopeFacts:
 
     def header(self, name: str) -> str | None:
         """A header by lower-case name; repeated ones joined (cookies with ``; ``)."""
-        if self._headers is None:
-            headers: dict[str, str] = {}
-            for raw_key, raw_value in self.scope["headers"]:
-                key = raw_key.decode("latin-1").lower()
-                value = raw_value.decode("latin-1")
-                if key in headers:
-                    value = headers[key] + ("; " if key == "cookie" else ", ") + value
-                headers[key] = value
-            self._headers = headers
-        return self._headers.get(name)
+        wanted = name.encode("latin-1")  # ASGI header names are lower-case (as Starlette assumes)
+        values: list[bytes] = [v for k, v in self.scope["headers"] if k == wanted]
+        if not values:
+            return None
+        if len(values) == 1:
+            return values[0].decode("latin-1")
+        separator = b"; " if name == "cookie" else b", "
+        return separator.join(values).decode("latin-1")

@@ -23,7 +23,7 @@ import logging
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 from urllib.parse import parse_qsl, urlsplit
 
 from .attribution import Attribution, sanitize_landing_url, valid_twclid
@@ -31,9 +31,7 @@ from .consent import Consent
 from .conversion import Conversion
 from .engine import TrackLayer
 from .errors import ConfigurationError
-
-if TYPE_CHECKING:
-    from .tracker import Tracker
+from .tracker import Tracker
 
 logger = logging.getLogger("tracklayer.middleware")
 
@@ -43,6 +41,7 @@ MAX_BODY = 8 * 1024
 # What itsdangerous produces (base64url and '.'): nothing that could end or split a header.
 _SAFE_COOKIE_VALUE = re.compile(r"^[A-Za-z0-9_.-]{1,3800}$")
 _DEFAULT_PORTS = {"http": ":80", "https": ":443"}
+_UNKNOWN = Consent()
 
 
 class RequestFacts(Protocol):
@@ -98,6 +97,8 @@ class RequestGateway:
         self.settings = settings
         self.cookie_name = settings.cookie_name
         self.secure_cookie_name = f"__Host-{settings.cookie_name}"
+        self._enabled = settings.enabled
+        self._resolver = settings.consent_resolver
         self._trust_any_proxy = "*" in settings.trusted_proxies
         self._proxies = _parse_networks(p for p in settings.trusted_proxies if p != "*")
         self._allowed_origins = frozenset(_origin_of(o) for o in settings.allowed_origins)
@@ -109,13 +110,13 @@ class RequestGateway:
     # ------------------------------------------------------------------ landing
     def open(self, facts: RequestFacts) -> tuple[Tracker, tuple[str, ...]]:
         """The request's tracker and the ``Set-Cookie`` values to add to a < 500 response."""
-        consent = self._resolve_consent(facts)
-        if not self.settings.enabled:
-            return self.engine.tracker(consent=consent), ()
+        consent = _UNKNOWN if self._resolver is None else self._resolve_consent(facts)
+        if not self._enabled:
+            return Tracker(self.engine, consent=consent), ()
         query = facts.query_string
         cookies = facts.header("cookie")
         if "twclid" not in query and (cookies is None or self.cookie_name not in cookies):
-            return self.engine.tracker(consent=consent), ()
+            return Tracker(self.engine, consent=consent), ()
         present, stored = self._read_cookie(cookies)
         if stored is not None:
             consent = stored.consent.merged(consent)  # what the site says now wins
@@ -123,13 +124,13 @@ class RequestGateway:
         if not consent.storage_allowed(self.settings.consent_required):
             # The click may still attribute this request's conversions; it is not stored.
             clicked = self._capture(facts, twclid, consent) if twclid else None
-            return self.engine.tracker(attribution=clicked, consent=consent), self._clear(present)
+            return Tracker(self.engine, attribution=clicked, consent=consent), self._clear(present)
         if twclid is None or (stored is not None and stored.twclid == twclid):
-            return self.engine.tracker(attribution=stored, consent=consent), ()
+            return Tracker(self.engine, attribution=stored, consent=consent), ()
         attribution = self._capture(facts, twclid, consent)
         logger.debug("landing with a new click: attribution cookie set")
         return (
-            self.engine.tracker(attribution=attribution, consent=consent),
+            Tracker(self.engine, attribution=attribution, consent=consent),
             self._set_cookie(attribution, self.is_secure(facts)),
         )
 
@@ -144,18 +145,18 @@ class RequestGateway:
         return Attribution.capture(twclid, url, consent)
 
     def _resolve_consent(self, facts: RequestFacts) -> Consent:
-        resolver = self.settings.consent_resolver
+        resolver = self._resolver
         if resolver is None:
-            return Consent()
+            return _UNKNOWN
         try:
             answer = resolver(facts.native)
             if answer is None or isinstance(answer, Consent):
-                return answer or Consent()
+                return answer or _UNKNOWN
             return Consent.from_json(answer)
         except Exception:
             # A broken resolver must not break the site; unknown consent is the safe reading.
             logger.exception("consent_resolver failed; treating consent as unknown")
-            return Consent()
+            return _UNKNOWN
 
     def _read_cookie(self, header: str | None) -> tuple[tuple[str, ...], Attribution | None]:
         """(our cookie names present, the first valid attribution among them)."""

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("tracklayer.tracker")
 
+_UNKNOWN = Consent()
 _current: ContextVar[Tracker | None] = ContextVar("tracklayer_tracker", default=None)
 
 
@@ -67,7 +68,7 @@ class Tracker:
     ) -> None:
         self._engine = engine
         self._attribution = attribution
-        self._consent = consent if consent is not None else Consent()
+        self._consent = consent if consent is not None else _UNKNOWN
         self._request = request
         self._pending: dict[tuple[str, str], Conversion] | None = None
         self._token: str | None = None
