@@ -195,13 +195,19 @@ def register_outbox(scheme: str, factory: OutboxFactory) -> None:
 
 
 def open_outbox(settings: TrackLayerSettings) -> Outbox:
-    """The outbox named by ``settings.outbox``: ``memory``, ``sqlite:///path`` or registered.
+    """The outbox named by ``settings.outbox``: ``memory``, ``sqlite:///path`` or registered;
+    ``delivery="celery"`` (or ``outbox="celery"``) always gets the ``CeleryOutbox``.
 
     A relative sqlite path is relative to the current directory; its parent directory is
     created. Opening does no I/O for SQLite: a bad file is reported on first use.
     """
     spec = settings.outbox
     scheme = spec.split(":", 1)[0]
+    if spec == "celery" or settings.delivery == "celery":
+        # Celery mode: rows live in the broker's Redis and workers send (extra [celery]).
+        from .celery_backend import CeleryOutbox
+
+        return CeleryOutbox(settings)
     with _factories_lock:
         factory = _factories.get(scheme)
     if factory is not None:
