@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -168,7 +169,10 @@ def test_crlf_in_the_token_never_injects_a_header_towards_x(
     engine.flush(timeout=0.5)
     assert all("x-injected" not in r.headers for r in xapi.requests)
     monkeypatch.setenv(TOKEN_ENV, TOKEN)  # the operator fixes the variable (read at use time)
-    assert engine.flush(timeout=10)
+    engine.sender._clock = lambda: time.time() + 3600  # the paused pixel's next probe is due
+    engine.sender.wake()
+    assert xapi.wait_for(1, timeout=10), engine.stats()
+    assert engine.flush(timeout=30)
     ledger.account({"ord_crlf_token"}, xapi.accepted_ids().elements())
     assert TOKEN not in caplog.text
 

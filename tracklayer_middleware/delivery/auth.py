@@ -54,6 +54,12 @@ class _TokenHeaderAuth(httpx.Auth):
                 "unset or empty. Set it to the token from X (it is read at every send, so no "
                 "restart is needed)."
             )
+        if not (token.isascii() and token.isprintable()):
+            # Never let httpx see it: its error would quote the header, token included.
+            raise MissingCredentialsError(
+                f"the X token in environment variable {self._settings.token_env} contains a "
+                "line break, control or non-ASCII character: paste the token again without it."
+            )
         request.headers[self.header] = self._value(token)
         yield request
 
