@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 
 import uvicorn
@@ -13,6 +14,8 @@ from .app import create_app
 
 def main() -> None:
     """Start the bundled fake X, then serve the shop with uvicorn until Ctrl-C."""
+    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+    port = int(os.environ.get("PORT", "8000"))
     os.environ["X_ADS_BEARER_TOKEN"] = "fake-x-token"
     with FakeXConversionsAPI(token="fake-x-token") as fake_x:
         app = create_app(
@@ -25,8 +28,8 @@ def main() -> None:
             }
         )
         print(f"fake X listening on {fake_x.base_url}")
-        print("open http://127.0.0.1:8000/pricing?twclid=29q0w6g2k2m4a&utm_source=x")
-        uvicorn.run(app, host="127.0.0.1", port=int(os.environ.get("PORT", "8000")))
+        print(f"open http://127.0.0.1:{port}/pricing?twclid=29q0w6g2k2m4a&utm_source=x")
+        uvicorn.run(app, host="127.0.0.1", port=port)
 
 
 if __name__ == "__main__":
