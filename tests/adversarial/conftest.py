@@ -203,7 +203,7 @@ async def _checkout_then_crash(request: Request) -> Response:
 
 async def _stream(request: Request) -> Response:
     request.state.tracker.convert(
-        "purchase", conversion_id=request.query_params["cid"], attribution="29q0w6g2k2m4a"
+        "purchase", conversion_id=request.query_params["cid"], email="stream@example.com"
     )
 
     async def chunks() -> Any:
