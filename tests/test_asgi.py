@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import httpx
@@ -16,6 +16,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response, Strea
 from starlette.routing import Route
 
 from tracklayer_middleware.asgi import TrackLayerMiddleware
+from tracklayer_middleware.attribution import Attribution
 from tracklayer_middleware.consent import Consent
 from tracklayer_middleware.tracker import current_tracker
 
@@ -215,6 +216,25 @@ async def test_cookie_signed_by_another_key_is_ignored(make_engine: Any) -> None
         http.cookies.set("tl_attr", value)
         response = await http.get("/pricing")
     assert response.status_code == 200 and response.json()["twclid"] is None
+
+
+async def test_expired_cookie_is_ignored(make_engine: Any) -> None:
+    engine = make_engine(cookie_max_age=3600)
+    old = Attribution.capture("oldclick", now=datetime.now(timezone.utc) - timedelta(hours=2))
+    async with client(starlette_app(engine)) as http:
+        http.cookies.set("tl_attr", engine.codec.dumps_cookie(old))
+        response = await http.get("/pricing")
+    assert response.status_code == 200 and response.json()["twclid"] is None
+
+
+async def test_unsafe_cookie_value_is_never_written(make_engine: Any, caplog: Any) -> None:
+    engine = make_engine()
+    engine.codec.dumps_cookie = lambda attribution: "value\r\nX-Injected: 1"
+    async with client(starlette_app(engine)) as http:
+        response = await http.get(LANDING)
+    assert response.status_code == 200 and set_cookies(response) == []
+    assert "x-injected" not in response.headers
+    assert "unsafe characters" in caplog.text
 
 
 async def test_key_rotation_keeps_live_clicks(make_engine: Any) -> None:
