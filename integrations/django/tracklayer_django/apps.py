@@ -22,3 +22,4 @@ class TrackLayerConfig(AppConfig):
         register(Tags.security)(checks.check_middleware)
         register(Tags.security, deploy=True)(checks.check_deploy)
         setting_changed.connect(reset_engine_on_setting_change, dispatch_uid="tracklayer_reset")
+        from . import outbox  # noqa: F401 - registers TRACKLAYER = {"OUTBOX": "django"}

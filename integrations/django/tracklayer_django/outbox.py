@@ -348,6 +348,26 @@ class DjangoOutbox:
             return [_row(r) for r in self._rows().filter(conversion_id=conversion_id)
                     .order_by("id")]
 
+    def find(
+        self, *, states: Collection[str] | None = None, event: str | None = None,
+        created_since: float | None = None, updated_since: float | None = None,
+        updated_before: float | None = None,
+    ) -> list[OutboxRow]:
+        """Rows matching every given filter, oldest first (reports, ``retry-dead --since``)."""
+        rows = self._rows().order_by("id")
+        if states is not None:
+            rows = rows.filter(state__in=list(states))
+        if event is not None:
+            rows = rows.filter(event=event)
+        if created_since is not None:
+            rows = rows.filter(created_at__gte=created_since)
+        if updated_since is not None:
+            rows = rows.filter(updated_at__gte=updated_since)
+        if updated_before is not None:
+            rows = rows.filter(updated_at__lt=updated_before)
+        with _errors():
+            return [_row(r) for r in rows]
+
     def attempts(self, conversion_id: str) -> list[DeliveryLogEntry]:
         """The delivery log of a conversion id, oldest first."""
         log = DeliveryAttempt.objects.using(self._db())

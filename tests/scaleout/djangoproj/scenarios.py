@@ -1,0 +1,128 @@
+"""Scenarios the Django outbox tests run in fresh processes (Django is configured once per
+process, and these need their own database and settings).
+
+``python -m tests.scaleout.djangoproj.scenarios NAME [ARGS]``; prints one JSON line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from typing import Any
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.scaleout.djangoproj.settings")
+
+import django
+
+django.setup()
+
+from django.core.management import call_command  # noqa: E402
+from django.db import transaction  # noqa: E402
+from tracklayer_django.conf import conf  # noqa: E402
+from tracklayer_django.engine import get_engine  # noqa: E402
+from tracklayer_django.models import OutboxEntry  # noqa: E402
+from tracklayer_django.outbox import DjangoOutbox  # noqa: E402
+
+from tests.scaleout.djangoproj.shop.models import Order  # noqa: E402
+from tracklayer_middleware.conversion import build_conversion  # noqa: E402
+
+
+class RolledBack(Exception):
+    pass
+
+
+def migrate() -> dict[str, Any]:
+    call_command("migrate", verbosity=0)
+    return {"ok": True}
+
+
+def order(number: str, *, fail: bool) -> None:
+    """The host's checkout: the order and its conversion in one transaction."""
+    try:
+        with transaction.atomic():
+            Order.objects.create(number=number)
+            get_engine().convert("purchase", conversion_id=f"{number}_purchase", value=42.0,
+                                 currency="USD", email=f"{number}@example.com")
+            if fail:
+                raise RolledBack  # e.g. the payment was declined after convert()
+    except RolledBack:
+        pass
+
+
+def checkout() -> dict[str, Any]:
+    """One order rolled back, one committed; the engine's sender delivers what committed."""
+    engine = get_engine()
+    order("A1", fail=True)
+    order("B2", fail=False)
+    drained = engine.flush(timeout=20)
+    return {
+        "orders": sorted(Order.objects.values_list("number", flat=True)),
+        "rows": sorted(OutboxEntry.objects.values_list("conversion_id", "state")),
+        "drained": drained,
+    }
+
+
+def _enqueue(prefix: str, n: int) -> None:
+    """Rows straight into the outbox, with no engine (so no sender takes them)."""
+    settings = conf.build()
+    DjangoOutbox().enqueue(
+        [build_conversion(settings, "purchase", conversion_id=f"{prefix}_{i}",
+                          email=f"{prefix}{i}@example.com") for i in range(n)],
+        now=time.time(),
+    )
+
+
+def seed(n: str) -> dict[str, Any]:
+    _enqueue("seed", int(n))
+    return {"rows": OutboxEntry.objects.count()}
+
+
+def claim(limit: str) -> dict[str, Any]:
+    """One of several concurrent claimers: say ready, wait for 'go', claim until empty."""
+    outbox = DjangoOutbox()
+    OutboxEntry.objects.exists()  # connect before the start line, not after
+    print("ready", flush=True)
+    sys.stdin.readline()
+    claimed: list[str] = []
+    claims = 0
+    while True:
+        _, rows = outbox.claim(int(limit), lease_seconds=300, now=time.time())
+        if not rows:
+            break
+        claims += 1
+        claimed.extend(r.conversion_id for r in rows)
+    return {"claimed": claimed, "claims": claims}
+
+
+def admin_retry() -> dict[str, Any]:
+    """The admin lists dead rows by state and retries them with the "retry" action."""
+    from django.contrib.auth.models import User
+    from django.test import Client
+
+    _enqueue("dead", 2)
+    OutboxEntry.objects.update(state="dead", attempts=12)
+    client = Client()
+    client.force_login(User.objects.create_superuser("admin", "admin@example.com", "pw"))
+    listing = client.get("/admin/tracklayer_django/outboxentry/?state__exact=dead&event=purchase")
+    ids = list(OutboxEntry.objects.values_list("pk", flat=True))
+    done = client.post(
+        "/admin/tracklayer_django/outboxentry/",
+        {"action": "retry", "_selected_action": ids},
+        follow=True,
+    )
+    return {
+        "listing": listing.status_code,
+        "listed": [f"dead_{i}" in listing.content.decode() for i in range(2)],
+        "action": done.status_code,
+        "page": done.content.decode(),
+        "states": sorted(OutboxEntry.objects.values_list("state", "attempts")),
+    }
+
+
+if __name__ == "__main__":
+    name, *args = sys.argv[1:]
+    result = {"migrate": migrate, "checkout": checkout, "seed": seed, "claim": claim,
+              "admin_retry": admin_retry}[name](*args)
+    print(json.dumps(result), flush=True)

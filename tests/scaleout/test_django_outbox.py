@@ -1,0 +1,119 @@
+"""The Django database outbox on real databases: PostgreSQL (and SQLite, the fallback).
+
+Django is configured once per process, so each scenario runs in a fresh process
+(``tests/scaleout/djangoproj/scenarios.py``) against a database made for the test.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from tracklayer_middleware.testing import FakeXConversionsAPI
+
+pytestmark = [pytest.mark.services, pytest.mark.timeout(120)]
+
+REPO = Path(__file__).resolve().parents[2]
+SCENARIOS = "tests.scaleout.djangoproj.scenarios"
+
+
+class Project:
+    """The test Django project on one database."""
+
+    def __init__(self, database: str, fake_x: FakeXConversionsAPI) -> None:
+        self.env = {
+            **os.environ,
+            "PYTHONPATH": str(REPO),
+            "DJANGO_SETTINGS_MODULE": "tests.scaleout.djangoproj.settings",
+            "TRACKLAYER_TEST_DATABASE": database,
+            "TRACKLAYER_TEST_X_URL": fake_x.base_url,
+        }
+
+    def run(self, *args: str) -> dict[str, Any]:
+        proc = subprocess.run([sys.executable, "-m", SCENARIOS, *args], cwd=REPO, env=self.env,
+                              capture_output=True, timeout=60, check=False)
+        assert proc.returncode == 0, proc.stderr.decode()[-3000:]
+        return json.loads(proc.stdout.decode().splitlines()[-1])
+
+    def start(self, *args: str) -> subprocess.Popen[str]:
+        return subprocess.Popen([sys.executable, "-m", SCENARIOS, *args], cwd=REPO,
+                                env=self.env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+
+
+@pytest.fixture
+def postgres_db(postgres_dsn: str) -> Iterator[str]:
+    """A fresh PostgreSQL database for one test, dropped afterwards."""
+    name = f"tl_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(postgres_dsn, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    yield postgres_dsn.rsplit("/", 1)[0] + f"/{name}"
+    with psycopg.connect(postgres_dsn, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=["postgres", "sqlite"])
+def project(request: pytest.FixtureRequest, fake_x: FakeXConversionsAPI,
+            tmp_path: Path) -> Project:
+    if request.param == "postgres":
+        database = request.getfixturevalue("postgres_db")
+    else:
+        database = str(tmp_path / "shop.sqlite3")
+    p = Project(database, fake_x)
+    p.run("migrate")
+    return p
+
+
+def test_conversion_commits_and_rolls_back_with_its_order(
+    project: Project, fake_x: FakeXConversionsAPI
+) -> None:
+    result = project.run("checkout")
+    assert result["orders"] == ["B2"]
+    assert result["rows"] == [["B2_purchase", "sent"]]  # A1 rolled back: no row, never sent
+    assert result["drained"] is True
+    assert fake_x.accepted_ids() == Counter({"B2_purchase": 1})
+
+
+def test_four_concurrent_claimers_never_claim_a_row_twice(project: Project) -> None:
+    assert project.run("seed", "200") == {"rows": 200}
+    claimers = [project.start("claim", "3") for _ in range(4)]
+    try:
+        for proc in claimers:
+            assert proc.stdout is not None
+            assert proc.stdout.readline().strip() == "ready"
+        for proc in claimers:  # all start claiming together
+            assert proc.stdin is not None
+            proc.stdin.write("go\n")
+            proc.stdin.flush()
+        results = []
+        for proc in claimers:
+            out, err = proc.communicate(timeout=60)
+            assert proc.returncode == 0, err[-3000:]
+            results.append(json.loads(out.splitlines()[-1]))
+    finally:
+        for proc in claimers:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=5)
+    claimed = Counter(cid for r in results for cid in r["claimed"])
+    assert set(claimed) == {f"seed_{i}" for i in range(200)}
+    assert max(claimed.values()) == 1, [c for c, n in claimed.items() if n > 1]
+    assert sum(1 for r in results if r["claims"]) >= 2  # the claims really interleaved
+
+
+def test_admin_lists_dead_conversions_and_retries_them(project: Project) -> None:
+    result = project.run("admin_retry")
+    assert result["listing"] == 200 and result["listed"] == [True, True]
+    assert result["action"] == 200
+    assert "2 dead conversion(s) will be sent again" in result["page"]
+    assert result["states"] == [["pending", 0], ["pending", 0]]
