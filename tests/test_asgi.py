@@ -587,3 +587,44 @@ async def test_story_from_landing_to_x(make_engine: Any, fake_x: Any) -> None:
     assert sent["conversion_time"] == "2026-04-24T09:42:13.000Z"
     assert {"twclid": "29q0w6g2k2m4a"} in sent["identifiers"]  # from the landing cookie
     assert {"hashed_email": TEST_EMAIL_SHA256} in sent["identifiers"]
+
+
+def test_client_has_the_response_before_the_handoff_on_a_real_server(make_engine: Any) -> None:
+    import socket
+    import threading
+
+    import uvicorn
+
+    engine = make_engine()
+    handing_off, release, committed = threading.Event(), threading.Event(), threading.Event()
+    commit = engine.handoff
+
+    def held_handoff(conversions: Any) -> None:
+        handing_off.set()
+        release.wait(10)
+        commit(conversions)
+        committed.set()
+
+    engine.handoff = held_handoff
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()  # connections wait in the backlog until uvicorn accepts: no start-up race
+    server = uvicorn.Server(
+        uvicorn.Config(starlette_app(engine), lifespan="off", log_level="error")
+    )
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]})
+    thread.start()
+    try:
+        port = listener.getsockname()[1]
+        response = httpx.get(f"http://127.0.0.1:{port}/buy", timeout=10)
+        assert response.status_code == 200 and response.text == "thanks"
+        assert handing_off.wait(10)
+        assert rows(engine, "ord_10492_purchase") == []  # the client is done; the commit is not
+        release.set()
+        assert committed.wait(10)
+        assert len(rows(engine, "ord_10492_purchase")) == 1
+    finally:
+        release.set()
+        server.should_exit = True
+        thread.join(10)
+        listener.close()
