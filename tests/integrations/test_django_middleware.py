@@ -136,3 +136,27 @@ def test_stream_broken_part_way_drops_the_conversion(wsgi_client: httpx.Client) 
     with pytest.raises(RuntimeError, match="stream broke"):
         wsgi_client.get(f"/stream/?fail=1&twclid={TWCLID}")
     assert queued() == 0
+
+
+def test_django_test_client_closes_responses_so_hand_off_happens(
+    fake_x: FakeXConversionsAPI,
+) -> None:
+    from django.test import Client
+
+    assert Client().post("/sync/?order=11").status_code == 200
+    assert engine().flush(10)
+    assert fake_x.accepted_ids() == {"ord_11_purchase": 1}
+
+
+def test_manage_py_tracklayer_status_runs_on_the_site_engine() -> None:
+    import io
+
+    from django.core.management import call_command
+
+    out = io.StringIO()
+    call_command("tracklayer", "status", "--json", stdout=out)
+    assert '"by_state"' in out.getvalue()
+    with pytest.raises(SystemExit) as usage:
+        call_command("tracklayer", "no-such-command", stdout=io.StringIO(),
+                     stderr=io.StringIO())
+    assert usage.value.code == 2
