@@ -48,19 +48,22 @@ class TrackLayer:
     """The TrackLayer engine for one pixel configuration.
 
     ``settings`` is a ``TrackLayerSettings``, a mapping for ``from_mapping()`` (snake_case,
-    UPPER_CASE or the guide's camelCase) or None (keyword overrides only). ``outbox`` and
-    ``client`` replace the configured backend and the X client (tests, integrations).
+    UPPER_CASE or the guide's camelCase) or None (keyword overrides only). ``outbox`` (an
+    ``Outbox`` object; a string is the ``outbox`` setting), ``client`` and ``bucket`` replace
+    the configured backend, the X client and the rate limiter (tests, integrations).
     """
 
     def __init__(
         self,
         settings: TrackLayerSettings | Mapping[str, Any] | None = None,
         *,
-        outbox: Outbox | None = None,
+        outbox: Outbox | str | None = None,
         client: Client | None = None,
         bucket: Bucket | None = None,
         **overrides: Any,
     ) -> None:
+        if isinstance(outbox, str):  # ``outbox="memory"`` is the setting, not a backend
+            overrides["outbox"], outbox = outbox, None
         if isinstance(settings, TrackLayerSettings):
             self.settings = settings.replace(**overrides) if overrides else settings
         else:
@@ -203,13 +206,12 @@ class TrackLayer:
             if not self._buffer:
                 return
             batch = list(self._buffer)
-            self._buffer.clear()
-        try:
-            self._commit(batch)
-        except OutboxError:
-            with self._buffer_lock:
-                self._buffer.extendleft(reversed(batch))
-            raise
+        # Kept in the buffer until committed, so flush() never sees them nowhere. The sender
+        # is the only consumer; handoffs only append (and trim the oldest when full).
+        self._commit(batch)
+        with self._buffer_lock:
+            for _ in range(min(len(batch), len(self._buffer))):
+                self._buffer.popleft()
         logger.warning("TrackLayer committed %d buffered conversions to the outbox", len(batch))
 
     # ------------------------------------------------------------------ delivery control
@@ -229,17 +231,20 @@ class TrackLayer:
 
         Starts the sender when this process sends. Waits through backoffs and 429 pauses
         that end within ``timeout``; auth-``paused`` rows do not hold it. Returns True when
-        drained, False on timeout or when the outbox is unusable.
+        drained, False on timeout (an unusable outbox is logged and waited on, not raised).
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         if self.sends_here:
             self.sender.wake()
+        complained = False
         while True:
             try:
                 count, due = self.outbox.unfinished(time.time())
-            except OutboxError as exc:
-                logger.error("TrackLayer flush cannot read the outbox: %s", exc)
-                return False
+            except OutboxError as exc:  # maybe passing (locked, disk being fixed): keep trying
+                if not complained:
+                    logger.error("TrackLayer flush cannot read the outbox: %s", exc)
+                    complained = True
+                count, due = 1, None
             with self._buffer_lock:
                 busy = len(self._buffer) + self._handoffs
             if count == 0 and busy == 0:

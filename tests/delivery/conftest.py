@@ -23,23 +23,25 @@ FAST: dict[str, Any] = {
 }
 
 
-def make_settings(**overrides: Any) -> TrackLayerSettings:
-    """Production (sending) settings for pixel o1a2b with purchase/lead events and fast knobs."""
-    values: dict[str, Any] = {
-        "pixel_id": "o1a2b",
-        "secret_key": "test-secret-key-0123456789",
-        "events": {"purchase": "o87ni", "lead": "o87nj"},
-        "environment": "production",
-        "outbox": "memory",
-        **FAST,
-    }
-    values.update(overrides)
-    return TrackLayerSettings.from_mapping(values)
+#: The configuration every engine test starts from (pixel o1a2b, purchase and lead events).
+BASE: dict[str, Any] = {
+    "pixel_id": "o1a2b",
+    "secret_key": "test-secret-key-0123456789",
+    "events": {"purchase": "o87ni", "lead": "o87nj"},
+    **FAST,
+}
+
+
+@pytest.fixture
+def base_config() -> dict[str, Any]:
+    """A copy of ``BASE`` (development environment, so dry-run unless overridden)."""
+    return dict(BASE)
 
 
 @pytest.fixture
 def settings() -> TrackLayerSettings:
-    return make_settings()
+    """Sending (production) settings with the memory outbox."""
+    return TrackLayerSettings.from_mapping(BASE, environment="production", outbox="memory")
 
 
 @pytest.fixture

@@ -38,12 +38,15 @@ class MemoryOutbox(SQLiteOutbox):
         with self._mutex:
             yield
 
+    def _forget_connection(self) -> None:
+        """Keep it: the shared connection is the data."""
+
     def close(self) -> None:
         """Drop the data (the connection is the data)."""
         with self._mutex:
             if self._shared is not None:
                 self._shared.close()
                 self._shared = None
-            self._connections = []
+            self._connections = {}
             self._local = threading.local()
             self._schema_ready = False

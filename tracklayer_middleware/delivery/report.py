@@ -167,10 +167,11 @@ class Trace:
         ]
         if c.get("value") is not None:
             lines.append(f"  value       {c.get('value')} {c.get('currency') or ''}".rstrip())
-        names = ", ".join(self.identifiers) or "none"
-        lines.append(f"  identifiers {names}")
-        lines.append(f"  attribution {self.attribution_note}"
-                     + (f" (twclid {c['twclid']})" if c.get("twclid") else ""))
+        shown = [
+            f"{name} {c[name]}" if c.get(name) else name for name in self.identifiers
+        ]
+        lines.append(f"  identifiers {', '.join(shown) or 'none'}")
+        lines.append(f"  attribution {self.attribution_note}")
         lines.append(f"  queued      {_iso(self.created_at)}")
         for entry in self.attempts:
             lines.append(f"  {_iso(entry.finished_at)}  {entry.describe()}")

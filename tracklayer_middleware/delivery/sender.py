@@ -23,11 +23,13 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any, Protocol
 
 from ..conversion import Conversion
 from ..errors import OutboxError
 from ..settings import TrackLayerSettings
+from . import policy
 from .client import SendResult
 from .log import DeliveryLogEntry, log_attempt
 from .outbox import PAUSE_AUTH, PAUSE_RATE_LIMIT, Outbox, OutboxRow, PixelPause, RowUpdate, State
@@ -147,9 +149,9 @@ class Sender:
         """Deliver until stopped; with ``once``, return when nothing is due right now."""
         stop_event = stop or self._stop
         while not (stop_event.is_set() or self._stop.is_set()):
-            if self._before_cycle is not None:
-                self._before_cycle()
             try:
+                if self._before_cycle is not None:
+                    self._before_cycle()
                 handled = self.cycle(stop_event)
             except OutboxError as exc:
                 logger.error("TrackLayer sender cannot use the outbox: %s", exc)
@@ -193,7 +195,9 @@ class Sender:
                 if stop is not None and stop.is_set() and pending:
                     break
                 batch = pending.pop(0)
-                self._deliver(owner, batch, remaining=[r.id for b in pending for r in b.rows])
+                self._deliver(
+                    owner, batch, remaining=[r.id for b in pending for r in b.rows], stop=stop
+                )
         finally:
             self._hand_back(owner, [row for batch in pending for row in batch.rows])
         with self.progress:
@@ -216,129 +220,147 @@ class Sender:
         )
 
     # ------------------------------------------------------------------ one batch
-    def _deliver(self, owner: str, batch: _Batch, *, remaining: list[int]) -> None:
+    def _deliver(
+        self, owner: str, batch: _Batch, *, remaining: list[int], stop: threading.Event | None
+    ) -> None:
         if self.settings.dry_run:
-            self._record(owner, batch, State.DRY_RUN, None, self._clock())
+            self._record(owner, batch, State.DRY_RUN, self._clock())
             return
         if self._bucket is None:
             self._bucket = self._bucket_factory()
-        self._bucket.acquire(len(batch.rows))
+        if not self._bucket.acquire(len(batch.rows), stop=stop):
+            self._hand_back(owner, batch.rows)  # stopping: leave them for the next sender
+            return
         # Each POST ends within timeout_seconds < lease_seconds: renewing now covers it.
-        now = self._clock()
+        started = self._clock()
         self.outbox.renew(
-            owner, [r.id for r in batch.rows] + remaining, until=now + self.settings.lease_seconds
+            owner, [r.id for r in batch.rows] + remaining,
+            until=started + self.settings.lease_seconds,
         )
         if self._client is None:
             self._client = self._client_factory()
         result = self._client.send(batch.payloads, pixel_id=batch.pixel_id)
-        from . import policy
-
+        now = self._clock()
+        firsts = [r.first_attempt_at for r in batch.rows if r.first_attempt_at is not None]
+        pause = self.outbox.pauses().get(batch.pixel_id)
         decision = policy.decide(
             result,
-            attempts=min(r.attempts for r in batch.rows),
-            first_attempt_at=min((r.first_attempt_at or now) for r in batch.rows),
-            now=self._clock(),
+            attempts=min(r.attempts for r in batch.rows) + 1,
+            first_attempt_at=_utc(min(firsts)) if firsts else None,
+            now=_utc(now),
             settings=self.settings,
             batch_size=len(batch.rows),
+            probes=pause.probes + 1 if pause is not None and pause.kind == PAUSE_AUTH else 0,
         )
         if decision.action == "bisect":
-            # The rejected POST was a real attempt of every row: log it, then send halves.
-            self._record(owner, batch, State.RETRYING, result, now, final=False,
-                         note="batch rejected by X; bisecting to isolate the invalid conversion")
+            # The refused POST was a real attempt of every row: log it, then send the halves.
+            self._record(owner, batch, State.RETRYING, started, result, decision, final=False)
             tried = _Batch(
                 batch.pixel_id,
                 [dataclasses.replace(r, attempts=r.attempts + 1) for r in batch.rows],
                 batch.payloads, batch.identifiers,
             )
             half = len(batch.rows) // 2
-            self._deliver(owner, _slice(tried, 0, half), remaining=remaining)
-            self._deliver(owner, _slice(tried, half, len(batch.rows)), remaining=remaining)
+            for part in (_slice(tried, 0, half), _slice(tried, half, len(batch.rows))):
+                self._deliver(owner, part, remaining=remaining, stop=stop)
             return
         if decision.action == "sent":
-            self._record(owner, batch, State.SENT, result, now)
-            self._resume_if_paused(batch.pixel_id)
+            self._record(owner, batch, State.SENT, started, result, decision)
+            if pause is not None:
+                self._resume(batch.pixel_id)
+            self._slow_down(batch.pixel_id, result, stop)
         elif decision.action == "dead":
-            self._record(owner, batch, State.DEAD, result, now, note=decision.reason)
+            self._record(owner, batch, State.DEAD, started, result, decision)
         elif decision.action == "retry":
-            self._record(owner, batch, State.RETRYING, result, now,
-                         next_attempt_at=self._clock() + decision.delay, counts=decision.consume)
-        elif decision.action == "pause":
-            self._pause(owner, batch, result, decision, now)
-        else:  # pragma: no cover - policy and sender are released together
-            raise AssertionError(f"unknown decision {decision.action!r}")
+            self._record(owner, batch, State.RETRYING, started, result, decision)
+        else:
+            self._pause(owner, batch, started, result, decision, pause)
 
     def _pause(
-        self, owner: str, batch: _Batch, result: SendResult, decision: Any,
-        started: float,
+        self, owner: str, batch: _Batch, started: float, result: SendResult,
+        decision: policy.Decision, previous: PixelPause | None,
     ) -> None:
         now = self._clock()
-        kind = PAUSE_RATE_LIMIT if result.kind == "rate_limited" else PAUSE_AUTH
-        previous = self.outbox.pauses().get(batch.pixel_id)
-        probes = previous.probes + 1 if previous is not None and previous.kind == kind else 0
-        from . import policy
-
-        delay = decision.delay if kind == PAUSE_RATE_LIMIT else policy.probe_delay(
-            probes, self.settings
-        )
-        error = result.first_error
+        if decision.cause == "rate_limited":
+            kind, state = PAUSE_RATE_LIMIT, State.RETRYING
+            delay = decision.pause_seconds or 0.0
+        else:
+            kind, state = PAUSE_AUTH, State.PAUSED
+            probes = previous.probes + 1 if previous is not None and previous.kind == kind else 0
+            delay = probe_delay(probes, self.settings)
         self.outbox.pause(
             PixelPause(
                 pixel_id=batch.pixel_id, kind=kind, reason=decision.reason, until=now + delay,
-                since=previous.since if previous is not None else now, probes=probes,
-                status=result.status_code, code=error.code if error else None,
+                since=previous.since if previous is not None else now,
+                probes=probes if kind == PAUSE_AUTH else 0,
+                status=result.status_code, code=decision.error_code,
             ),
             now=now,
         )
-        if kind == PAUSE_AUTH and probes == 0:
+        if kind == PAUSE_AUTH and (previous is None or previous.kind != PAUSE_AUTH):
             logger.error(
                 "TrackLayer paused delivery to pixel %s: %s", batch.pixel_id, decision.reason
             )
-        state = State.PAUSED if kind == PAUSE_AUTH else State.RETRYING
-        self._record(owner, batch, state, result, started, next_attempt_at=now + delay,
-                     counts=False, note=decision.reason)
+        self._record(owner, batch, state, started, result, decision, next_attempt_at=now + delay)
 
-    def _resume_if_paused(self, pixel_id: str) -> None:
-        if pixel_id in self.outbox.pauses():
-            resumed = self.outbox.resume(pixel_id, now=self._clock())
-            logger.warning(
-                "TrackLayer resumed delivery to pixel %s (%d waiting conversions released)",
-                pixel_id, resumed,
-            )
+    def _resume(self, pixel_id: str) -> None:
+        resumed = self.outbox.resume(pixel_id, now=self._clock())
+        logger.warning(
+            "TrackLayer resumed delivery to pixel %s (%d waiting conversions released)",
+            pixel_id, resumed,
+        )
+        self._wake.set()
+
+    def _slow_down(self, pixel_id: str, result: SendResult, stop: threading.Event | None) -> None:
+        """Spread what is left of X's rate-limit window, before X has to answer 429."""
+        delay = policy.slowdown_from_headers(
+            result.rate_limit_remaining, result.rate_limit_reset, _utc(self._clock())
+        )
+        if delay >= 1.0:  # long: tell every process sharing the outbox
+            now = self._clock()
+            self.outbox.pause(PixelPause(
+                pixel_id, PAUSE_RATE_LIMIT, "X's rate-limit budget is nearly spent",
+                until=now + delay, since=now,
+            ), now=now)
+        elif delay > 0 and stop is not None:
+            stop.wait(delay)
 
     def _record(
         self,
         owner: str,
         batch: _Batch,
         state: str,
-        result: SendResult | None,
         started: float,
+        result: SendResult | None = None,
+        decision: policy.Decision | None = None,
         *,
         next_attempt_at: float | None = None,
-        counts: bool = True,
         final: bool = True,
-        note: str | None = None,
     ) -> None:
         """Write the outcome of one attempt for every row of the batch, and log it."""
         finished = self._clock()
-        error = result.first_error if result is not None else None
-        message = note or (result.describe() if result is not None and not result.ok else None)
+        if next_attempt_at is None and decision is not None and decision.next_attempt_at:
+            next_attempt_at = decision.next_attempt_at.timestamp()
+        failed = decision is not None and decision.action != "sent"
+        code = decision.error_code if decision is not None and failed else None
+        message = _message(decision) if failed else None
+        counts = result is not None and (decision is None or decision.consume_attempt)
         updates, entries = [], []
         for row, names in zip(batch.rows, batch.identifiers, strict=True):
-            attempts = row.attempts + 1 if counts and result is not None else row.attempts
             updates.append(RowUpdate(
-                row.id, owner, state, attempts=attempts,
+                row.id, owner, state, attempts=row.attempts + 1 if counts else row.attempts,
                 first_attempt_at=started if result is not None else None,
                 next_attempt_at=next_attempt_at,
                 status=result.status_code if result else None,
-                code=error.code if error else (result.kind if result and not result.ok else None),
-                error=message,
+                code=code,
+                error=decision.reason if failed and decision is not None else None,
             ))
             entries.append(DeliveryLogEntry(
                 conversion_id=row.conversion_id, event=row.event, pixel_id=row.pixel_id,
                 attempt=row.attempts + 1, state=state, started_at=started, finished_at=finished,
                 http_status=result.status_code if result else None,
-                error_code=error.code if error else None,
-                error_message=_error_text(error, message),
+                error_code=code,
+                error_message=message,
                 debug_id=result.debug_id if result else None,
                 identifiers=names,
                 latency_ms=result.latency_ms if result else None,
@@ -349,11 +371,23 @@ class Sender:
             log_attempt(entry)
 
 
-def _error_text(error: Any, message: str | None) -> str | None:
-    if error is None:
-        return message
-    where = f" [{error.parameter}]" if error.parameter else ""
-    return f"{error.message}{where}"
+def probe_delay(probes: int, settings: TrackLayerSettings) -> float:
+    """Wait before probing an auth-paused pixel again: the policy's 1 min → 15 min ladder,
+    scaled down when ``retry_max_seconds`` is smaller (tests, impatient operators)."""
+    base = min(policy.PROBE_BASE_SECONDS, settings.retry_max_seconds)
+    cap = min(policy.PROBE_MAX_SECONDS, max(base, 3 * settings.retry_max_seconds))
+    return policy.probe_delay(probes, base=base, cap=cap)
+
+
+def _message(decision: policy.Decision | None) -> str | None:
+    if decision is None:
+        return None
+    text = decision.error_message or decision.reason
+    return f"{text} [{decision.error_parameter}]" if decision.error_parameter else text
+
+
+def _utc(epoch: float) -> datetime:
+    return datetime.fromtimestamp(epoch, timezone.utc)
 
 
 def _batches(rows: list[OutboxRow], settings: TrackLayerSettings) -> list[_Batch]:

@@ -116,7 +116,8 @@ class SQLiteOutbox:
         self._pid = os.getpid()
         self._schema_ready = False
         self._schema_lock = threading.Lock()
-        self._connections: list[sqlite3.Connection] = []
+        # Every thread's connection, so close() can release those of finished threads.
+        self._connections: dict[threading.Thread, sqlite3.Connection] = {}
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({str(self.path)!r})"
@@ -138,18 +139,24 @@ class SQLiteOutbox:
             # Forked: the parent's connections belong to the parent; forget, never close them.
             self._pid = os.getpid()
             self._local = threading.local()
-            self._connections = []
+            self._connections = {}
             self._schema_ready = False
+            self._schema_lock = threading.Lock()  # a parent's thread may have held it
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
-            conn = self._open()
-            self._local.conn = conn
-            self._connections.append(conn)
-        if not self._schema_ready:
+            # Opening (WAL switch) and migrating one thread at a time avoids spurious
+            # "database is locked" between this process's own first connections.
             with self._schema_lock:
-                if not self._schema_ready:
-                    self._migrate(conn)
-                    self._schema_ready = True
+                conn = self._open()
+                try:
+                    if not self._schema_ready:
+                        self._migrate(conn)
+                        self._schema_ready = True
+                except BaseException:
+                    conn.close()
+                    raise
+            self._local.conn = conn
+            self._connections[threading.current_thread()] = conn
         return conn
 
     @contextlib.contextmanager
@@ -179,12 +186,22 @@ class SQLiteOutbox:
         try:
             yield
         except sqlite3.Error as exc:
+            # A connection that hit a read-only or broken file stays that way: reopen next
+            # time, so fixing the file (permissions, space) is enough to recover.
+            self._forget_connection()
             raise OutboxError(self._explain(exc)) from exc
         except OSError as exc:  # creating the parent directory
             raise OutboxError(
                 f"cannot create the outbox directory for {str(self.path)!r}: {exc.strerror}. "
                 "Point outbox='sqlite:///...' at a writable location."
             ) from exc
+
+    def _forget_connection(self) -> None:
+        conn = self._connections.pop(threading.current_thread(), None)
+        self._local.conn = None
+        if conn is not None:
+            with contextlib.suppress(sqlite3.Error):
+                conn.close()
 
     def _explain(self, exc: sqlite3.Error) -> str:
         text = str(exc)
@@ -227,13 +244,17 @@ class SQLiteOutbox:
         conn.execute("COMMIT")
 
     def close(self) -> None:
-        """Close this process's connections (safe to call more than once)."""
+        """Close this thread's connection and those of finished threads (idempotent)."""
         if os.getpid() != self._pid:
             return
-        for conn in self._connections:
-            conn.close()
-        self._connections = []
-        self._local = threading.local()
+        # Another live thread may be inside a transaction on its connection: closing that
+        # under it could crash SQLite. Those are released when their thread ends.
+        me = threading.current_thread()
+        for thread, conn in list(self._connections.items()):
+            if thread is me or not thread.is_alive():
+                conn.close()
+                del self._connections[thread]
+        self._local.conn = None
 
     # ------------------------------------------------------------------ writing
     def enqueue(self, conversions: Sequence[Conversion], *, now: float) -> list[bool]:
