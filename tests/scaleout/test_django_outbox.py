@@ -80,6 +80,7 @@ def test_conversion_commits_and_rolls_back_with_its_order(
     result = project.run("checkout")
     assert result["orders"] == ["B2"]
     assert result["rows"] == [["B2_purchase", "sent"]]  # A1 rolled back: no row, never sent
+    assert result["wakes"] == [0, 1]  # the sender is woken by the commit, not the rollback
     assert result["drained"] is True
     assert fake_x.accepted_ids() == Counter({"B2_purchase": 1})
 

@@ -28,8 +28,18 @@ def get_engine() -> TrackLayer:
         with _lock:
             if _engine is None:
                 _engine = TrackLayer(conf.build())
+                _wake_on_commit(_engine)
             engine = _engine
     return engine
+
+
+def _wake_on_commit(engine: TrackLayer) -> None:
+    """With the Django outbox, wake the sender when the caller's transaction commits (the
+    engine's own wake comes while the row is still invisible to the sender's connection)."""
+    from .outbox import DjangoOutbox
+
+    if engine.sends_here and isinstance(engine.outbox, DjangoOutbox):
+        engine.outbox.add_commit_listener(engine.sender.wake)
 
 
 def reset_engine() -> None:

@@ -54,10 +54,15 @@ def order(number: str, *, fail: bool) -> None:
 def checkout() -> dict[str, Any]:
     """One order rolled back, one committed; the engine's sender delivers what committed."""
     engine = get_engine()
+    commits: list[str] = []
+    assert isinstance(engine.outbox, DjangoOutbox)
+    engine.outbox.add_commit_listener(lambda: commits.append("commit"))
     order("A1", fail=True)
+    woken_by_rollback = len(commits)
     order("B2", fail=False)
     drained = engine.flush(timeout=20)
     return {
+        "wakes": [woken_by_rollback, len(commits)],
         "orders": sorted(Order.objects.values_list("number", flat=True)),
         "rows": sorted(OutboxEntry.objects.values_list("conversion_id", "state")),
         "drained": drained,
