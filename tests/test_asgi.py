@@ -446,6 +446,21 @@ async def test_background_task_conversion_is_handed_off(make_engine: Any) -> Non
     assert len(rows(engine, "lead_bg")) == 1
 
 
+async def test_view_conversion_is_committed_before_background_tasks_run(make_engine: Any) -> None:
+    engine = make_engine()
+    seen_by_task: list[int] = []
+
+    async def view(request: Request) -> Response:
+        convert(request)
+        task = BackgroundTask(lambda: seen_by_task.append(len(rows(engine, "ord_10492_purchase"))))
+        return PlainTextResponse("ok", background=task)
+
+    async with client(TrackLayerMiddleware(Starlette(routes=[Route("/", view)]), engine)) as http:
+        await http.get("/")
+    assert seen_by_task == [1]  # a slow task cannot hold the view's conversion in memory
+    assert len(rows(engine, "ord_10492_purchase")) == 1
+
+
 async def test_duplicate_convert_in_one_request_is_one_row(make_engine: Any) -> None:
     engine = make_engine()
 

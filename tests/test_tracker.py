@@ -97,6 +97,15 @@ def test_disabled_engine_validates_but_does_not_queue(make_engine: Any) -> None:
         tracker.convert("nope", conversion_id="x")
 
 
+def test_take_empties_the_queue_but_keeps_queueing(make_engine: Any) -> None:
+    engine = make_engine()
+    tracker = engine.tracker()
+    first = tracker.convert("lead", conversion_id="lead_1", email="a@b.c")
+    assert tracker.take() == (first,) and tracker.pending == ()
+    second = tracker.convert("lead", conversion_id="lead_2", email="a@b.c")
+    assert tracker.pending == (second,) and engine.outbox.rows("lead_2") == []
+
+
 def test_close_returns_the_queue_and_later_converts_hand_off_at_once(make_engine: Any) -> None:
     engine = make_engine()
     tracker = engine.tracker()

@@ -2,7 +2,9 @@
 
 Modelled on Starlette's ``SessionMiddleware``: no ``BaseHTTPMiddleware`` (which breaks
 streaming, background tasks and context variables); one ``send`` wrapper that adds the
-attribution cookie to the response start and notes when the response is complete.
+attribution cookie to the response start and, once the last body message was passed on,
+hands the queued conversions off. What is converted later (background tasks) is handed off
+when the app returns.
 """
 
 from __future__ import annotations
@@ -61,11 +63,14 @@ class TrackLayerMiddleware:
                 status = message["status"]
                 if cookies and message["status"] < 500:
                     message = self._with_cookies(message, cookies)
-            elif kind == "http.response.body":
+            elif kind in ("http.response.body", "http.response.pathsend"):
                 complete = not message.get("more_body", False)
-            elif kind == "http.response.pathsend":
-                complete = True
             await send(message)
+            if complete:
+                # The client has the whole response: commit what is queued now.
+                conversions = gateway.finish(tracker, status=status, complete=True, final=False)
+                if conversions:
+                    await self._handoff(conversions)
 
         token = activate(tracker)
         try:

@@ -327,13 +327,17 @@ class RequestGateway:
         status: int | None,
         complete: bool,
         error: BaseException | None = None,
+        final: bool = True,
     ) -> tuple[Conversion, ...]:
         """The conversions to hand off now that the response is over (the rest are dropped
         with a WARNING): none unless a status < 500 was sent and the app did not fail
         before the response was complete. A client that went away (``OSError``,
         cancellation) after a < 500 status is not a failure of the server.
+
+        ``final=False`` takes the queue but leaves the tracker open (ASGI, at the last body
+        message: code still running, like background tasks, may convert more).
         """
-        conversions = tracker.close()
+        conversions = tracker.close() if final else tracker.take()
         if not conversions:
             return ()
         if status is None:

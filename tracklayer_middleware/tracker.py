@@ -145,15 +145,16 @@ class Tracker:
         self._pending[key] = conversion
         return conversion
 
-    def close(self) -> tuple[Conversion, ...]:
-        """End the request: return the queued conversions and empty the queue (middleware use).
-
-        Later ``convert()`` calls hand off immediately instead of queueing.
-        """
-        self._closed = True
+    def take(self) -> tuple[Conversion, ...]:
+        """Return the queued conversions and empty the queue (middleware use)."""
         pending = self.pending
         self._pending = None
         return pending
+
+    def close(self) -> tuple[Conversion, ...]:
+        """End the request: ``take()`` the queue; later ``convert()`` calls hand off at once."""
+        self._closed = True
+        return self.take()
 
     def __repr__(self) -> str:
         clicked = "yes" if self._attribution is not None else "no"
