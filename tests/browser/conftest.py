@@ -60,10 +60,14 @@ class Shop:
 
 
 @pytest.fixture
-def shop(fake_x: FakeXConversionsAPI) -> Iterator[Shop]:
-    """examples/flask_shop served by werkzeug on 127.0.0.1 (random port) in a thread."""
+def shop(request: pytest.FixtureRequest, fake_x: FakeXConversionsAPI) -> Iterator[Shop]:
+    """examples/flask_shop served by werkzeug on 127.0.0.1 (random port) in a thread.
+
+    Indirect parametrization adds TRACKLAYER settings (``{"consent_required": True}``).
+    """
+    extra = getattr(request, "param", {})
     app = create_app({"TRACKLAYER": {"api_base_url": fake_x.base_url, "outbox": "memory",
-                                     "environment": "production"}})
+                                     "environment": "production", **extra}})
     server = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, name="flask-shop", daemon=True)
     thread.start()

@@ -33,6 +33,7 @@ def page(browser: Any, shop: Shop) -> Iterator[Any]:
     context.close()
 
 
+@pytest.mark.parametrize("shop", [{}, {"consent_required": True}], indirect=True)
 def test_ad_click_to_purchase_dedups_pixel_and_server(
     page: Any, shop: Shop, fake_x: FakeXConversionsAPI
 ) -> None:
@@ -71,3 +72,26 @@ def test_plain_visit_reports_nothing_and_sets_no_cookie(page: Any, shop: Shop) -
     page.wait_for_load_state("networkidle")
     assert reports == []
     assert page.context.cookies() == []
+
+
+@pytest.mark.parametrize("shop", [{"consent_required": True}], indirect=True)
+def test_cmp_denial_clears_the_cookie_and_silences_pixel_and_server(
+    page: Any, shop: Shop, fake_x: FakeXConversionsAPI
+) -> None:
+    # The site's CMP says no: the page's own `window.tracklayerConsent = ...` is overridden.
+    page.add_init_script(
+        "Object.defineProperty(window, 'tracklayerConsent', {configurable: false,"
+        " get: () => ({adStorage: 'denied', adUserData: 'denied'}), set: () => {}});"
+    )
+    with page.expect_response(lambda r: r.url.endswith(ATTRIBUTION_PATH)) as report:
+        page.goto(f"{shop.url}/pricing?twclid={TWCLID}")
+    assert report.value.status == 204
+    assert [c for c in page.context.cookies() if c["name"] == "tl_attr"] == []
+
+    page.goto(f"{shop.url}/checkout?plan=pro")
+    page.fill("input[name=email]", "buyer@example.com")
+    page.click("#pay")
+    page.wait_for_selector("#thanks")
+    assert [call for call in page.evaluate("window.__twq") if call[0] == "event"] == []
+    assert shop.engine.flush(10)
+    assert fake_x.requests == []
