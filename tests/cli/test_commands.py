@@ -120,7 +120,7 @@ def test_retry_dead_and_purge(
     _, out = run(capsys, "retry-dead", "--dry-run", "--json", "--config", str(config))
     assert json.loads(out)["would_retry"] == 1
     _, out = run(capsys, "retry-dead", "--since", "2999-01-01", "--config", str(config))
-    assert "retried 0" in out
+    assert "no dead conversion matches" in out
     _, out = run(capsys, "retry-dead", "--event", "purchase", "--json", "--config", str(config))
     assert json.loads(out)["retried"] == 1
 
@@ -143,6 +143,7 @@ def test_worker_once_delivers_retried_dead(
 ) -> None:
     config, _ = build_history(tmp_path)
     assert main(["retry-dead", "--config", str(config)]) == 0
+    assert main(["resume", "--config", str(config)]) == 0  # the token was rotated
     monkeypatch.setenv("X_ADS_BEARER_TOKEN", TOKEN)
     with FakeXConversionsAPI(pixel_ids=["o1a2b"], token=TOKEN) as fake:
         monkeypatch.setenv("TRACKLAYER_API_BASE_URL", fake.base_url)
@@ -150,12 +151,13 @@ def test_worker_once_delivers_retried_dead(
         code = main(["worker", "--once", "--config", str(config)])
         out = capsys.readouterr().out
         assert code == 0 and "worker stopped" in out
-        assert fake.accepted_ids()["ord_bad_purchase"] == 1
+        assert fake.accepted_ids() == {"ord_bad_purchase": 1, "ord_3_purchase": 1}
 
 
 def test_worker_stops_gracefully_on_sigterm(tmp_path: Path) -> None:
     config, _ = build_history(tmp_path)
     assert main(["retry-dead", "--config", str(config)]) == 0
+    assert main(["resume", "--config", str(config)]) == 0
     with FakeXConversionsAPI(pixel_ids=["o1a2b"], token=TOKEN) as fake:
         env = {**os.environ, "X_ADS_BEARER_TOKEN": TOKEN,
                "TRACKLAYER_API_BASE_URL": fake.base_url}
@@ -169,14 +171,27 @@ def test_worker_stops_gracefully_on_sigterm(tmp_path: Path) -> None:
             for line in proc.stdout:  # blocks on the worker's own progress lines
                 if "SIGTERM" in line:
                     break
-            assert fake.wait_for(1, timeout=10)
+            assert fake.wait_for(2, timeout=10)
             proc.send_signal(signal.SIGTERM)
             rest = proc.communicate(timeout=20)[0]
         finally:
             proc.kill()
     assert proc.returncode == 0
     assert "worker stopped" in rest
-    assert fake.accepted_ids()["ord_bad_purchase"] == 1
+    assert fake.accepted_ids() == {"ord_bad_purchase": 1, "ord_3_purchase": 1}
+
+
+def test_resume_lifts_the_auth_pause(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config, _ = build_history(tmp_path)
+    code, out = run(capsys, "resume", "--json", "--config", str(config))
+    assert code == 0 and json.loads(out)["resumed"] == {"o1a2b": 1}
+    _, out = run(capsys, "status", "--json", "--config", str(config))
+    status = json.loads(out)
+    assert status["paused"] == {} and status["by_state"]["pending"] == 1
+    _, out = run(capsys, "resume", "--config", str(config))
+    assert "no pixel is paused" in out
 
 
 def test_status_watch_repeats_until_stopped(

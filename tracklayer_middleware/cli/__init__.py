@@ -1,4 +1,5 @@
-"""The ``tracklayer`` command: demo, status, trace, retry-dead, purge, doctor, worker, report.
+"""The ``tracklayer`` command: demo, status, trace, retry-dead, purge, resume, doctor, worker,
+report.
 
 ``main(argv)`` is the one entry point: the console script, ``python -m tracklayer_middleware``,
 ``flask tracklayer ...`` and ``python manage.py tracklayer ...`` all call it; the framework
@@ -70,6 +71,9 @@ def build_parser(prog: str = "tracklayer") -> argparse.ArgumentParser:
     purge.add_argument("--sent-before", type=_moment, required=True, metavar="T",
                        help="ISO date or age like 30d")
     purge.add_argument("--dry-run", action="store_true", help="show what would be deleted")
+
+    resume = command("resume", "lift a pixel's pause now (after rotating the token)")
+    resume.add_argument("--pixel", help="only this pixel id (default: every paused pixel)")
 
     doctor = command("doctor", "check the configuration against the guide's troubleshooting list")
     doctor.add_argument("--probe", action="store_true",
@@ -149,6 +153,7 @@ _COMMANDS: dict[str, Callable[[CommandContext], int]] = {
     "trace": _lazy("trace"),
     "retry-dead": _lazy("maintenance"),
     "purge": _lazy("maintenance"),
+    "resume": _lazy("maintenance"),
     "doctor": _lazy("doctor"),
     "worker": _lazy("worker"),
     "report": _lazy("report"),

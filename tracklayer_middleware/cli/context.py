@@ -11,11 +11,12 @@ import argparse
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TextIO
 
+from ..errors import DeliveryError
 from .config import load_settings
 from .output import emit
 
 if TYPE_CHECKING:
-    from ..delivery.outbox import Outbox
+    from ..delivery.outbox import Outbox, OutboxRow
     from ..engine import TrackLayer
     from ..settings import TrackLayerSettings
 
@@ -59,6 +60,16 @@ class CommandContext:
 
             self._outbox = open_outbox(self.settings)
         return self._outbox
+
+    def find_rows(self, **filters: Any) -> list[OutboxRow]:
+        """``Outbox.find(**filters)``, with a clear error for a backend that predates it."""
+        outbox = self.outbox()
+        if not hasattr(outbox, "find"):
+            raise DeliveryError(
+                f"the {type(outbox).__name__} outbox backend cannot list rows (it has no "
+                "find()); `status` and `trace` still work with it."
+            )
+        return outbox.find(**filters)
 
     def engine(self, **overrides: Any) -> TrackLayer:
         """A sending engine: the given one, or a new one (settings ``overrides`` applied)

@@ -1,9 +1,10 @@
-"""``tracklayer retry-dead`` and ``tracklayer purge``: the two ways an operator edits the outbox.
+"""``retry-dead``, ``purge`` and ``resume``: the ways an operator edits the outbox.
 
 ``retry-dead`` gives dead conversions a fresh attempt budget under their SAME conversion_id
 (X deduplicates, so a retry can never double-count). ``purge`` deletes only finished rows
 (sent, dry-run, skipped) and their log; nothing still owed to X is ever purged.
-Both take ``--dry-run`` to list what they would touch.
+Both take ``--dry-run`` to list what they would touch. ``resume`` lifts a pixel's pause
+(after rotating the token) instead of waiting up to 15 minutes for the automatic probe.
 """
 
 from __future__ import annotations
@@ -45,18 +46,16 @@ def retry_dead(ctx: CommandContext) -> int:
     args = ctx.args
     outbox = ctx.outbox()
     since: datetime | None = args.since
-    rows = outbox.find(
+    rows = ctx.find_rows(
         states=(State.DEAD,),
         event=args.event,
         updated_since=None if since is None else since.timestamp(),
     )
     summaries = [_row_summary(r) for r in rows]
-    if args.dry_run or not rows:
-        verb = "would retry" if args.dry_run else "retried"
-        ctx.emit({"retried": 0, "would_retry": len(rows) if args.dry_run else 0,
-                  "rows": summaries},
-                 f"{verb} {len(rows) if args.dry_run else 0} dead conversion(s)"
-                 + (f":\n{_rows_table(summaries)}" if rows else "."))
+    if not rows or args.dry_run:
+        text = (f"would retry {len(rows)} dead conversion(s):\n{_rows_table(summaries)}"
+                if rows else "no dead conversion matches.")
+        ctx.emit({"retried": 0, "would_retry": len(rows), "rows": summaries}, text)
         return EXIT_OK
     count = outbox.retry_dead(
         now=time.time(),
@@ -75,7 +74,7 @@ def purge(ctx: CommandContext) -> int:
     cut: datetime = ctx.args.sent_before
     outbox = ctx.outbox()
     if ctx.args.dry_run:
-        rows = outbox.find(states=State.DONE, updated_before=cut.timestamp())
+        rows = ctx.find_rows(states=State.DONE, updated_before=cut.timestamp())
         by_state: dict[str, int] = {}
         for row in rows:
             by_state[row.state] = by_state.get(row.state, 0) + 1
@@ -90,6 +89,27 @@ def purge(ctx: CommandContext) -> int:
     return EXIT_OK
 
 
+def resume(ctx: CommandContext) -> int:
+    """Lift pixel pauses now (after the token was rotated) instead of waiting for the probe."""
+    outbox = ctx.outbox()
+    pauses = outbox.pauses()
+    pixels = [ctx.args.pixel] if ctx.args.pixel else sorted(pauses)
+    resumed = {pixel: outbox.resume(pixel, now=time.time()) for pixel in pixels}
+    lines = [
+        f"pixel {pixel}: pause lifted ({pauses[pixel].reason if pixel in pauses else 'none'}); "
+        f"{n} paused row(s) back to pending"
+        for pixel, n in resumed.items()
+    ] or ["no pixel is paused."]
+    if resumed:
+        lines.append("a sender delivers them next; if the cause is not fixed, the first "
+                     "answer from X pauses the pixel again (nothing is lost).")
+    ctx.emit({"resumed": resumed}, "\n".join(lines))
+    return EXIT_OK
+
+
+_COMMANDS = {"retry-dead": retry_dead, "purge": purge, "resume": resume}
+
+
 def run(ctx: CommandContext) -> int:
-    """Dispatch ``retry-dead`` / ``purge``."""
-    return retry_dead(ctx) if ctx.args.command == "retry-dead" else purge(ctx)
+    """Dispatch ``retry-dead`` / ``purge`` / ``resume``."""
+    return _COMMANDS[ctx.args.command](ctx)

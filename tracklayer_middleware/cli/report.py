@@ -144,7 +144,7 @@ def _pct(share: float) -> str:
 def run(ctx: CommandContext) -> int:
     """``tracklayer report [--since T] [--event E]``; exit 1 when there is advice."""
     since: datetime = ctx.args.since
-    rows = ctx.outbox().find(created_since=since.timestamp(), event=ctx.args.event)
+    rows = ctx.find_rows(created_since=since.timestamp(), event=ctx.args.event)
     report = build_report(rows, since=since)
     report["generated_at"] = datetime.fromtimestamp(time.time(), timezone.utc)
     ctx.emit(report, render_report(report))
