@@ -59,8 +59,8 @@ def create_app(settings: Mapping[str, Any] | None = None) -> FastAPI:
     )
     numbers = itertools.count(10492)
 
-    def page(request: Request, name: str, **context: Any) -> HTMLResponse:
-        return templates.TemplateResponse(request, name, {"plans": PLANS, **context})
+    def page(request: Request, template: str, **context: Any) -> HTMLResponse:
+        return templates.TemplateResponse(request, template, {"plans": PLANS, **context})
 
     @app.get("/", response_class=HTMLResponse)
     async def landing(request: Request) -> HTMLResponse:

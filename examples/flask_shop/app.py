@@ -58,7 +58,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
             return render_template("lead.html")
         email = request.form["email"]
         lead_number = next(order_numbers)
-        request.tracker.convert(
+        request.tracker.convert(  # type: ignore[attr-defined]
             "lead", conversion_id=f"lead_{lead_number}", email=email,
             external_id=f"cust_{lead_number}",
         )
@@ -74,7 +74,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
             return render_template("checkout.html", plan=plan, name=name, price=price)
         # Backend truth: the order is confirmed here (a real shop charges the card first).
         order_id = next(order_numbers)
-        request.tracker.convert(
+        request.tracker.convert(  # type: ignore[attr-defined]
             "purchase",
             conversion_id=f"ord_{order_id}_purchase",
             value=price,

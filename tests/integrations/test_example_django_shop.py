@@ -29,6 +29,7 @@ async def test_landing_lead_and_purchase_reach_x(fake_x: FakeXConversionsAPI) ->
         landing = await shop.get(f"/shop/pricing/?twclid={TWCLID}&utm_source=x")
         assert "session-attribution" in landing.text
         assert "HttpOnly" in landing.headers["set-cookie"]
+        assert (await shop.get("/shop/")).status_code == 200
         form = await shop.get("/shop/lead/")
         lead = await shop.post("/shop/lead/", data={"email": EMAIL,
                                                      "csrfmiddlewaretoken": csrf_token(form.text)})

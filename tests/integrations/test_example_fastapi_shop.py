@@ -16,6 +16,8 @@ def test_landing_lead_and_purchase_reach_x_by_shutdown(fake_x: FakeXConversionsA
         landing = shop.get(f"/pricing?twclid={TWCLID}&utm_source=x")
         assert "session-attribution" in landing.text
         assert "HttpOnly" in landing.headers["set-cookie"]
+        assert "Pro: $129.95" in shop.get("/checkout?plan=pro").text
+        assert shop.get("/lead").status_code == 200
         assert shop.post("/lead", data={"email": EMAIL}).status_code == 200
         thank_you = shop.post("/checkout", data={"plan": "pro", "email": EMAIL})
         assert thank_you.status_code == 200

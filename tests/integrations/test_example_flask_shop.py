@@ -19,7 +19,8 @@ def test_landing_lead_and_purchase_reach_x(fake_x: FakeXConversionsAPI) -> None:
         landing = shop.get(f"/pricing?twclid={TWCLID}&utm_source=x")
         assert "session-attribution" in landing.text  # the landing script is on the page
         assert "HttpOnly" in landing.headers["set-cookie"]
-        assert shop.get("/checkout?plan=pro").status_code == 200
+        assert shop.get("/").status_code == shop.get("/lead").status_code == 200
+        assert "Checkout: Pro ($129.95)" in shop.get("/checkout?plan=pro").text
         assert shop.post("/lead", data={"email": EMAIL}).status_code == 200
         thank_you = shop.post("/checkout", data={"plan": "pro", "email": EMAIL})
     assert thank_you.status_code == 200

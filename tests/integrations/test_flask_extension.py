@@ -150,3 +150,10 @@ def test_flask_tracklayer_cli_runs_on_the_app_engine(make_app: Callable[..., Fla
 def test_engine_outside_an_app_with_tracklayer_says_how_to_fix() -> None:
     with Flask("bare").app_context(), pytest.raises(RuntimeError, match="init_app"):
         get_engine()
+
+
+def test_templates_rendered_out_of_a_request_fire_nothing(make_app: Callable[..., Flask]) -> None:
+    app = make_app()
+    with app.app_context():
+        assert render_template_string("{{ tracklayer_pixel() }}") == ""
+        assert "session-attribution" in render_template_string("{{ tracklayer_landing_script() }}")

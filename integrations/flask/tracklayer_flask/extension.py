@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from flask import Flask, current_app, request
+from flask import Flask, current_app, has_request_context, request
 from markupsafe import Markup
 
 from tracklayer_middleware.conversion import Conversion
@@ -99,7 +99,7 @@ def tracklayer_pixel(
     The CSP nonce defaults to ``request.csp_nonce`` (set by Flask-Talisman) when present.
     """
     if conversions is None:
-        tracker: Tracker | None = getattr(request, "tracker", None)
+        tracker = _request_tracker()
         conversions = tracker.pending if tracker is not None else ()
     elif isinstance(conversions, Conversion):
         conversions = (conversions,)
@@ -115,6 +115,14 @@ def _attach_tracker() -> None:
     request.tracker = request.environ[TRACKER_ENVIRON_KEY]  # type: ignore[attr-defined]
 
 
+def _request_tracker() -> Tracker | None:
+    # Templates rendered out of a request (an email in a job) have no tracker: nothing to fire.
+    if not has_request_context():
+        return None
+    tracker: Tracker | None = getattr(request, "tracker", None)
+    return tracker
+
+
 def _nonce(given: str | None) -> str | None:
-    found = given or getattr(request, "csp_nonce", None)
+    found = given or (getattr(request, "csp_nonce", None) if has_request_context() else None)
     return str(found) if found else None
