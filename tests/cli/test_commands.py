@@ -178,6 +178,7 @@ def test_worker_stops_gracefully_on_sigterm(tmp_path: Path) -> None:
             proc.kill()
     assert proc.returncode == 0
     assert "worker stopped" in rest
+    assert "ord_bad_purchase (purchase, pixel o1a2b) attempt 1: sent" in rest  # progress
     assert fake.accepted_ids() == {"ord_bad_purchase": 1, "ord_3_purchase": 1}
 
 

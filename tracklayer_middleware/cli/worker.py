@@ -8,17 +8,38 @@ outbox for the next start. ``--once`` drains what is due now and exits (cron, CI
 from __future__ import annotations
 
 import contextlib
+import logging
 import signal
 import threading
 from collections.abc import Iterator
 from types import FrameType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TextIO
 
 from .output import EXIT_OK
 from .status import collect_status, render_status
 
 if TYPE_CHECKING:
     from .context import CommandContext
+
+
+@contextlib.contextmanager
+def progress_log(stream: TextIO) -> Iterator[None]:
+    """Show each delivery attempt (the ``tracklayer.delivery`` log) on ``stream``, unless the
+    host already configured logging for TrackLayer."""
+    logger = logging.getLogger("tracklayer")
+    if logger.handlers or logging.getLogger().handlers:
+        yield
+        return
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    previous = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(previous)
 
 
 @contextlib.contextmanager
@@ -49,7 +70,7 @@ def run(ctx: CommandContext, *, stop: threading.Event | None = None) -> int:
     ctx.say(f"tracklayer worker: outbox {settings.outbox}, {mode}")
     if not ctx.args.once:
         ctx.say("sending; SIGTERM or Ctrl-C stops after the batch in flight")
-    with stop_on_signals(stop):
+    with stop_on_signals(stop), progress_log(ctx.err):
         engine.run_worker(once=ctx.args.once, stop=stop)
     status = collect_status(engine.outbox, settings)
     ctx.emit(status, "worker stopped.\n" + render_status(status))
