@@ -18,11 +18,9 @@ from fastapi.templating import Jinja2Templates
 from markupsafe import Markup
 from starlette.middleware import Middleware
 
-from tracklayer_middleware.asgi import TrackLayerMiddleware
-from tracklayer_middleware.engine import TrackLayer
+from tracklayer_middleware import Tracker, TrackLayer, TrackLayerMiddleware
 from tracklayer_middleware.fastapi import get_tracker, lifespan
 from tracklayer_middleware.pixel import render_landing_script, render_pixel_script
-from tracklayer_middleware.tracker import Tracker
 
 # FastAPI's Annotated style: `tracker: CurrentTracker` is `tracker: Tracker = Depends(get_tracker)`.
 CurrentTracker = Annotated[Tracker, Depends(get_tracker)]
