@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.test_settings import GUIDE_DESTINATION, GUIDE_EVENT_MAP
 from tracklayer_middleware.cli import main
 from tracklayer_middleware.cli.config import load_settings, settings_from_env
 from tracklayer_middleware.errors import ConfigurationError
@@ -34,24 +35,14 @@ def test_toml_tracklayer_table(tmp_path: Path) -> None:
 
 def test_guide_json_destination_and_event_map(tmp_path: Path) -> None:
     guide = {
-        "xAdsDestination": {
-            "enabled": True,
-            "pixelId": "o1a2b",
-            "apiVersion": "12",
-            "endpoint": "https://ads-api.x.com/12/measurement/conversions/o1a2b",
-            "tokenSecretName": "X_ADS_BEARER_TOKEN",
-            "allowedEnvironments": ["production"],
-        },
-        "xEventMap": {
-            "lead": {"eventId": "o87nf", "label": "Lead"},
-            "purchase": {"eventId": "o87ni", "label": "Purchase"},
-        },
+        "xAdsDestination": GUIDE_DESTINATION,
+        "xEventMap": GUIDE_EVENT_MAP,
         "secretKey": SECRET_KEY,
     }
     path = tmp_path / "tracklayer.json"
     path.write_text(json.dumps(guide), encoding="utf-8")
     settings = load_settings(path, environ={})
-    assert settings.endpoint_url == guide["xAdsDestination"]["endpoint"]
+    assert settings.endpoint_url == GUIDE_DESTINATION["endpoint"]
     assert settings.events["lead"].label == "Lead"
 
 
