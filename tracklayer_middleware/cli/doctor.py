@@ -8,7 +8,7 @@ Secrets are never printed: a token is reported as ``present (N chars)`` or ``mis
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
@@ -318,14 +318,19 @@ def has_problems(checks: Iterable[Check], *, strict: bool = False) -> bool:
     return any(c.status in bad for c in checks)
 
 
-def render(checks: Iterable[Check]) -> str:
+def render(checks: Sequence[Check]) -> str:
     """The human report: one row per check, hints indented under failures and warnings."""
     rows = []
     for check in checks:
         rows.append([check.status.upper(), check.name, check.detail])
         if check.hint and check.status in ("fail", "warn", "info"):
             rows.append(["", "", f"  → {check.hint}"])
-    return table(["", "check", "detail"], rows)
+    counts = {s: sum(c.status == s for c in checks) for s in ("fail", "warn")}
+    verdict = (
+        f"{counts['fail']} failed, {counts['warn']} warning(s)" if any(counts.values())
+        else "all checks passed"
+    )
+    return table(["", "check", "detail"], rows) + f"\n\n{verdict}."
 
 
 def check_outbox(ctx: CommandContext) -> list[Check]:
