@@ -37,6 +37,7 @@ class TrackLayerMiddleware:
         self.app = app
         self.engine = engine_from(engine, settings)
         self.gateway = RequestGateway(self.engine)
+        self._endpoint_path = self.engine.settings.attribution_path
 
     def __repr__(self) -> str:
         return f"TrackLayerMiddleware({self.app!r}, {self.engine!r})"
@@ -47,7 +48,7 @@ class TrackLayerMiddleware:
             return
         gateway = self.gateway
         facts = ScopeFacts(scope)
-        if gateway.is_endpoint(scope["path"]):
+        if scope["path"] == self._endpoint_path:
             await self._answer_endpoint(facts, receive, send)
             return
         tracker, cookies = gateway.open(facts)
@@ -66,7 +67,7 @@ class TrackLayerMiddleware:
             elif kind in ("http.response.body", "http.response.pathsend"):
                 complete = not message.get("more_body", False)
             await send(message)
-            if complete:
+            if complete and tracker.has_pending:
                 # The client has the whole response: commit what is queued now.
                 conversions = gateway.finish(tracker, status=status, complete=True, final=False)
                 if conversions:
@@ -149,7 +150,7 @@ class ScopeFacts:
     @property
     def query_string(self) -> str:
         """The raw query string."""
-        return bytes(self.scope.get("query_string", b"")).decode("latin-1")
+        return str(self.scope.get("query_string", b"").decode("latin-1"))
 
     @property
     def host(self) -> str:

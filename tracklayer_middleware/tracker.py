@@ -102,6 +102,11 @@ class Tracker:
         return self._request
 
     @property
+    def has_pending(self) -> bool:
+        """Whether anything is queued (cheaper than ``pending`` on the request path)."""
+        return bool(self._pending)
+
+    @property
     def pending(self) -> tuple[Conversion, ...]:
         """The conversions queued by this request, in call order."""
         return () if self._pending is None else tuple(self._pending.values())
