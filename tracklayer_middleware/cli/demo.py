@@ -241,10 +241,14 @@ class Story:
                              "conversion_id (no double count possible)")
         self.check(self.engine.flush(WAIT_SECONDS), "the outbox did not drain")
         last = self.fake.requests[-1]
-        headers = last.redacted_headers()
-        auth = headers.get("authorization") or headers.get("Authorization") or "-"
-        self.fact("auth header", f"Authorization: {auth}  (token from ${DEMO_TOKEN_ENV}: "
-                  f"{secret_presence(os.environ.get(DEMO_TOKEN_ENV))}, never printed)")
+        sent = [_shortened(c) for c in last.conversions()]
+        self.fact("X got body", {"conversions": sent},
+                  shown=json.dumps({"conversions": sent}, ensure_ascii=False))
+        header = {"bearer": "Authorization: Bearer", "pixel_token": "X-Pixel-Token:"}.get(
+            last.auth_scheme or "", "(no auth header?)")
+        self.fact("auth header", f"{header} ****  (token from "
+                  f"${DEMO_TOKEN_ENV}: {secret_presence(os.environ.get(DEMO_TOKEN_ENV))}, "
+                  "never printed)")
         accepted = self.fake.accepted_ids()
         self.fact("X accepted", dict(accepted), shown=", ".join(
             f"{cid} (x{n})" for cid, n in accepted.items()))
@@ -259,6 +263,15 @@ class Story:
         self.ctx.say("\n" + render_status(status))
         self.ctx.say(f"\n$ tracklayer trace {PURCHASE_ID}\n{trace}\n{render_payload(payload)}")
         return {"status": status, "trace": {**trace.to_dict(), "payload": payload}}
+
+
+def _shortened(conversion: dict[str, Any]) -> dict[str, Any]:
+    """One conversion of a request body with its hashed identifiers shortened."""
+    identifiers = [
+        {k: shorten_hash(v) if k.startswith("hashed_") else v for k, v in item.items()}
+        for item in conversion.get("identifiers", ())
+    ]
+    return {**conversion, "identifiers": identifiers}
 
 
 @contextlib.contextmanager
