@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import sqlite3
 import threading
@@ -34,6 +35,8 @@ from .outbox import PAUSE_AUTH, OutboxRow, PixelPause, RowUpdate, State
 
 if TYPE_CHECKING:
     from ..conversion import Conversion
+
+logger = logging.getLogger("tracklayer.delivery.outbox")
 
 BUSY_TIMEOUT_MS = 10_000
 
@@ -134,6 +137,12 @@ class SQLiteOutbox:
         conn.execute("PRAGMA synchronous = NORMAL")
         return conn
 
+    def _inode(self) -> int | None:
+        try:
+            return os.stat(self.path).st_ino
+        except OSError:
+            return None
+
     def _connection(self) -> sqlite3.Connection:
         if os.getpid() != self._pid:
             # Forked: the parent's connections belong to the parent; forget, never close them.
@@ -143,6 +152,15 @@ class SQLiteOutbox:
             self._schema_ready = False
             self._schema_lock = threading.Lock()  # a parent's thread may have held it
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is not None and getattr(self._local, "inode", None) != self._inode():
+            # The file was deleted or replaced under us: writes would go to an unlinked
+            # inode and vanish at exit. Reopen at the configured path (schema recreated).
+            logger.error("outbox %s was deleted or replaced while in use; reopening it", self)
+            self._connections.pop(threading.current_thread(), None)
+            with contextlib.suppress(sqlite3.Error):
+                conn.close()
+            conn = None
+            self._schema_ready = False
         if conn is None:
             # Opening (WAL switch) and migrating one thread at a time avoids spurious
             # "database is locked" between this process's own first connections.
@@ -156,6 +174,7 @@ class SQLiteOutbox:
                     conn.close()
                     raise
             self._local.conn = conn
+            self._local.inode = self._inode()
             self._connections[threading.current_thread()] = conn
         return conn
 
