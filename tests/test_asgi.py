@@ -227,9 +227,12 @@ async def test_expired_cookie_is_ignored(make_engine: Any) -> None:
     assert response.status_code == 200 and response.json()["twclid"] is None
 
 
-async def test_unsafe_cookie_value_is_never_written(make_engine: Any, caplog: Any) -> None:
+@pytest.mark.parametrize("value", ["value\r\nX-Injected: 1", "value\n", "a b", "a;b"])
+async def test_unsafe_cookie_value_is_never_written(
+    make_engine: Any, caplog: Any, value: str
+) -> None:
     engine = make_engine()
-    engine.codec.dumps_cookie = lambda attribution: "value\r\nX-Injected: 1"
+    engine.codec.dumps_cookie = lambda attribution: value
     async with client(starlette_app(engine)) as http:
         response = await http.get(LANDING)
     assert response.status_code == 200 and set_cookies(response) == []

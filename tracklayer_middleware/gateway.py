@@ -39,7 +39,7 @@ MAX_BODY = 8 * 1024
 """Largest attribution report body accepted (bytes); shells read at most one byte more."""
 
 # What itsdangerous produces (base64url and '.'): nothing that could end or split a header.
-_SAFE_COOKIE_VALUE = re.compile(r"^[A-Za-z0-9_.-]{1,3800}$")
+_SAFE_COOKIE_VALUE = re.compile(r"[A-Za-z0-9_.-]{1,3800}")
 _DEFAULT_PORTS = {"http": ":80", "https": ":443"}
 _UNKNOWN = Consent()
 
@@ -171,7 +171,7 @@ class RequestGateway:
 
     def _set_cookie(self, attribution: Attribution, secure: bool) -> tuple[str, ...]:
         value = self.engine.codec.dumps_cookie(attribution)
-        if not _SAFE_COOKIE_VALUE.match(value):
+        if not _SAFE_COOKIE_VALUE.fullmatch(value):
             logger.error("attribution cookie value has unsafe characters; cookie not set")
             return ()
         name = self.secure_cookie_name if secure else self.cookie_name
