@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tracklayer_middleware.cli import main
+from tracklayer_middleware.identity import hash_email
 from tracklayer_middleware.testing import FakeXConversionsAPI
 
 from .conftest import TOKEN
@@ -64,6 +65,9 @@ def test_trace_of_retried_purchase(
     email_hash = trace["payload"]["identifiers"][1]["hashed_email"]
     assert email_hash.endswith("…" + email_hash[-4:]) and len(email_hash) < 20
     assert EMAIL.lower() not in out
+    assert hash_email(EMAIL) not in out  # hashes are only ever shown shortened
+    _, text = run(capsys, "trace", "ord_1_purchase", "--config", str(config))
+    assert hash_email(EMAIL) not in text and hash_email(EMAIL)[:8] in text
 
 
 def test_trace_of_dead_and_paused_give_hints(
