@@ -112,6 +112,13 @@ def test_four_concurrent_claimers_never_claim_a_row_twice(project: Project) -> N
     assert sum(1 for r in results if r["claims"]) >= 2  # the claims really interleaved
 
 
+def test_the_django_outbox_keeps_the_sqlite_outbox_semantics(
+    project: Project, tmp_path: Path
+) -> None:
+    result = project.run("parity", str(tmp_path / "reference.sqlite3"))
+    assert result["django"] == result["sqlite"]
+
+
 def test_admin_lists_dead_conversions_and_retries_them(project: Project) -> None:
     result = project.run("admin_retry")
     assert result["listing"] == 200 and result["listed"] == [True, True]

@@ -21,6 +21,7 @@ Importing this module registers the backend (``tracklayer_django``'s AppConfig d
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import threading
 import uuid
 from collections.abc import Callable, Collection, Iterator, Sequence
@@ -282,13 +283,14 @@ class DjangoOutbox:
             for h in holds
         }
 
-    def _due_time(self) -> Any:
-        """When a row can next be claimed: its lease end, else its due time or pause end."""
+    def _due_time(self, in_flight: Any) -> Any:
+        """When a row is next due: ``in_flight`` for rows in flight, else its due time or the
+        end of its pixel's pause."""
         hold_until = PixelHold.objects.using(self._db()).filter(
             pixel_id=OuterRef("pixel_id")).values("until")[:1]
         return Min(
             Case(
-                When(state=State.IN_FLIGHT, then=F("lease_until")),
+                When(state=State.IN_FLIGHT, then=in_flight),
                 default=Greatest(
                     F("next_attempt_at"),
                     Coalesce(Subquery(hold_until, output_field=FloatField()), Value(0.0)),
@@ -301,7 +303,9 @@ class DjangoOutbox:
         """How many rows ``flush()`` waits for, and the earliest moment one of them is due."""
         with _errors():
             agg = self._rows().filter(state__in=State.UNFINISHED).aggregate(
-                n=Count("id"), due=self._due_time()
+                # In flight is being answered now: flush() must not give up on it because
+                # its lease outlasts the timeout.
+                n=Count("id"), due=self._due_time(Value(now, FloatField()))
             )
         return int(agg["n"]), agg["due"]
 
@@ -311,7 +315,7 @@ class DjangoOutbox:
         if pixel_ids is not None:
             rows = rows.filter(pixel_id__in=list(pixel_ids))
         with _errors():
-            due = rows.aggregate(due=self._due_time())["due"]
+            due = rows.aggregate(due=self._due_time(F("lease_until")))["due"]
         return float(due) if due is not None else None
 
     def counts(self) -> dict[str, dict[str, int]]:
@@ -389,32 +393,23 @@ def _errors() -> Iterator[None]:
         raise OutboxError(f"the Django outbox database failed: {exc}.{hint}") from exc
 
 
+# The models mirror the core dataclasses field for field (see models.py).
+_ROW_FIELDS = [f.name for f in dataclasses.fields(OutboxRow)]
+_LOG_FIELDS = [f.name for f in dataclasses.fields(DeliveryLogEntry)]
+
+
 def _row(r: OutboxEntry) -> OutboxRow:
-    return OutboxRow(
-        id=r.id, pixel_id=r.pixel_id, event=r.event, event_id=r.event_id,
-        conversion_id=r.conversion_id, record=r.record, state=r.state, attempts=r.attempts,
-        created_at=r.created_at, updated_at=r.updated_at, first_attempt_at=r.first_attempt_at,
-        next_attempt_at=r.next_attempt_at, lease_owner=r.lease_owner,
-        last_status=r.last_status, last_code=r.last_code, last_error=r.last_error,
-    )
+    return OutboxRow(**{name: getattr(r, name) for name in _ROW_FIELDS})
 
 
 def _attempt(e: DeliveryLogEntry) -> DeliveryAttempt:
-    return DeliveryAttempt(
-        conversion_id=e.conversion_id, event=e.event, pixel_id=e.pixel_id, attempt=e.attempt,
-        state=e.state, started_at=e.started_at, finished_at=e.finished_at,
-        http_status=e.http_status, error_code=e.error_code, error_message=e.error_message,
-        debug_id=e.debug_id, identifiers=list(e.identifiers), latency_ms=e.latency_ms,
-    )
+    return DeliveryAttempt(**{**dataclasses.asdict(e), "identifiers": list(e.identifiers)})
 
 
 def _entry(a: DeliveryAttempt) -> DeliveryLogEntry:
-    return DeliveryLogEntry(
-        conversion_id=a.conversion_id, event=a.event, pixel_id=a.pixel_id, attempt=a.attempt,
-        state=a.state, started_at=a.started_at, finished_at=a.finished_at,
-        http_status=a.http_status, error_code=a.error_code, error_message=a.error_message,
-        debug_id=a.debug_id, identifiers=tuple(a.identifiers), latency_ms=a.latency_ms,
-    )
+    values = {name: getattr(a, name) for name in _LOG_FIELDS}
+    values["identifiers"] = tuple(a.identifiers)
+    return DeliveryLogEntry(**values)
 
 
 def _factory(settings: TrackLayerSettings) -> DjangoOutbox:

@@ -26,7 +26,10 @@ from tracklayer_django.models import OutboxEntry  # noqa: E402
 from tracklayer_django.outbox import DjangoOutbox  # noqa: E402
 
 from tests.scaleout.djangoproj.shop.models import Order  # noqa: E402
+from tracklayer_middleware.consent import Consent  # noqa: E402
 from tracklayer_middleware.conversion import build_conversion  # noqa: E402
+from tracklayer_middleware.delivery.log import DeliveryLogEntry  # noqa: E402
+from tracklayer_middleware.delivery.outbox import PAUSE_AUTH, PixelPause, RowUpdate  # noqa: E402
 
 
 class RolledBack(Exception):
@@ -126,8 +129,64 @@ def admin_retry() -> dict[str, Any]:
     }
 
 
+def _protocol_script(outbox: Any) -> list[Any]:
+    """Every Outbox method in one story; the results, without backend-specific ids."""
+    settings = conf.build()
+    make = [
+        build_conversion(settings, "purchase", conversion_id=f"p{i}", email=f"p{i}@example.com")
+        for i in range(3)
+    ] + [build_conversion(settings, "purchase", conversion_id="skip",
+                          consent=Consent(ad_user_data=False))]
+    out: list[Any] = [outbox.enqueue(make, now=1000.0), outbox.enqueue(make[:1], now=1000.0)]
+
+    def claim(limit: int, now: float) -> tuple[str, dict[str, int]]:
+        owner, rows = outbox.claim(limit, lease_seconds=100, now=now)
+        out.append(sorted((r.conversion_id, r.attempts) for r in rows))  # state: pre- or post-claim
+        return owner, {r.conversion_id: r.id for r in rows}
+
+    def entry(cid: str, state: str, attempt: int, status: int) -> DeliveryLogEntry:
+        return DeliveryLogEntry(cid, "purchase", "o1a2b", attempt, state, 1000.0, 1000.5,
+                                http_status=status, identifiers=("hashed_email",))
+
+    owner, ids = claim(2, 1000.0)
+    out += [outbox.unfinished(1000.0), outbox.next_due(1000.0)]
+    first, second = sorted(ids)
+    out.append(outbox.finish([
+        RowUpdate(ids[first], owner, "sent", 1, first_attempt_at=1000.0, status=200),
+        RowUpdate(ids[second], owner, "retrying", 1, first_attempt_at=1000.0,
+                  next_attempt_at=1050.0, status=503, code="SERVICE_UNAVAILABLE"),
+        RowUpdate(ids[second], "someone-else", "dead", 9),  # a stale lease changes nothing
+    ], [entry(first, "sent", 1, 200), entry(second, "retrying", 1, 503)], now=1000.5))
+    claim(10, 1001.0)
+    outbox.pause(PixelPause("o1a2b", PAUSE_AUTH, "401", until=2000.0, since=1001.0),
+                 now=1001.0)
+    claim(10, 1100.0)
+    out += [outbox.counts(), outbox.pauses(), outbox.oldest_unfinished(),
+            outbox.last_errors(), outbox.unfinished(1100.0), outbox.next_due(1100.0)]
+    out.append(outbox.resume("o1a2b", now=1100.0))
+    owner, ids = claim(10, 1100.0)
+    out.append(outbox.finish(
+        [RowUpdate(i, owner, "dead", 12, status=400, code="INVALID") for i in ids.values()],
+        [], now=1101.0))
+    out.append(outbox.retry_dead(now=1200.0, conversion_ids=[second]))
+    out.append([(r.conversion_id, r.state) for r in outbox.find(states=["pending", "dead"])])
+    out.append(outbox.purge(done_before=5000.0))
+    out.append([(r.conversion_id, r.state, r.attempts, r.last_status) for r in outbox.rows(second)])
+    out += [outbox.attempts(second), outbox.attempts(first), outbox.counts()]
+    return out
+
+
+def parity(path: str) -> dict[str, Any]:
+    """The Django outbox answers the protocol exactly like the SQLite outbox."""
+    from tracklayer_middleware.delivery.sqlite_outbox import SQLiteOutbox
+
+    django_side = _protocol_script(DjangoOutbox())
+    sqlite_side = _protocol_script(SQLiteOutbox(path))
+    return {"django": [repr(x) for x in django_side], "sqlite": [repr(x) for x in sqlite_side]}
+
+
 if __name__ == "__main__":
     name, *args = sys.argv[1:]
     result = {"migrate": migrate, "checkout": checkout, "seed": seed, "claim": claim,
-              "admin_retry": admin_retry}[name](*args)
+              "admin_retry": admin_retry, "parity": parity}[name](*args)
     print(json.dumps(result), flush=True)
