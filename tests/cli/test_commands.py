@@ -100,6 +100,7 @@ def test_report_shares_and_advice(
     assert purchase["total"] == 4 and purchase["with_twclid"] == 3
     assert purchase["with_email"] == 2 and purchase["dead"] == 1
     assert purchase["dead_by_code"] == {"INVALID_PARAMETER": 1}
+    assert purchase["sent"] == 2 and purchase["retried"] == 1  # ord_2: 503, then accepted
     assert lead["total"] == 3 and lead["with_twclid"] == 0 and lead["skipped_consent"] == 1
     assert lead["with_none"] == 1
     assert code == 1

@@ -1,9 +1,10 @@
 """``tracklayer report``: match quality per event — what X gets to match each conversion with.
 
 Per event over a window: how many conversions carried a twclid, a hashed email, a hashed
-phone, or none of the three; how many consent skipped; how many died and with which X error
-code. Where a share is low it prints the guide's advice ("Weak match quality: twclid is
-missing or first-party identifiers were not normalized before hashing ...").
+phone, or none of the three; how many consent skipped; how many were sent, how many needed
+more than one attempt (``retried``), how many died and with which X error code. Where a
+share is low it prints the guide's advice ("Weak match quality: twclid is missing or
+first-party identifiers were not normalized before hashing ...").
 
 Shares are of conversions *captured* in the window (``created_at`` ≥ since), whatever their
 delivery state, because match quality is decided at capture time.
@@ -62,6 +63,8 @@ def build_report(rows: Iterable[OutboxRow], *, since: datetime) -> dict[str, Any
         stats["with_none"] += not names & {"twclid", "hashed_email", "hashed_phone"}
         stats["skipped_consent"] += row.state == State.SKIPPED_CONSENT
         stats["skipped_no_identifier"] += row.state == State.SKIPPED_NO_IDENTIFIER
+        stats["sent"] += row.state == State.SENT
+        stats["retried"] += row.attempts > 1
         note = str(row.record.get("attribution_note") or "unknown")
         if "twclid" not in names:
             stats["missing_twclid_why"][note] = stats["missing_twclid_why"].get(note, 0) + 1
@@ -81,7 +84,7 @@ def build_report(rows: Iterable[OutboxRow], *, since: datetime) -> dict[str, Any
 def _empty_stats() -> dict[str, Any]:
     return {
         "total": 0, "with_twclid": 0, "with_email": 0, "with_phone": 0, "with_none": 0,
-        "skipped_consent": 0, "skipped_no_identifier": 0, "dead": 0,
+        "skipped_consent": 0, "skipped_no_identifier": 0, "sent": 0, "retried": 0, "dead": 0,
         "dead_by_code": {}, "missing_twclid_why": {},
     }
 
@@ -120,13 +123,13 @@ def render_report(report: dict[str, Any]) -> str:
         rows.append([
             name, s["total"], _pct(s["with_twclid_share"]), _pct(s["with_email_share"]),
             _pct(s["with_phone_share"]), _pct(s["with_none_share"]), s["skipped_consent"],
-            f"{s['dead']}" + (f" ({dead_codes})" if dead_codes else ""),
+            s["sent"], s["retried"], f"{s['dead']}" + (f" ({dead_codes})" if dead_codes else ""),
         ])
     lines = [
         f"match quality of conversions captured since {format_time(report['since'])}",
         "",
-        table(["event", "total", "twclid", "email", "phone", "none", "consent skip", "dead"],
-              rows),
+        table(["event", "total", "twclid", "email", "phone", "none", "consent skip", "sent",
+               "retried", "dead"], rows),
     ]
     if report["advice"]:
         lines.append("")
