@@ -6,6 +6,7 @@ Every case runs through both shells over real HTTP: ``TrackLayerMiddleware`` wit
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -350,3 +351,45 @@ def test_wsgi_reads_no_more_than_the_limit(make_engine: Any) -> None:
     assert statuses == ["413 Request Entity Too Large"]
     assert EndlessInput.read_total == MAX_BODY + 1
     assert b"8192" in body
+
+
+@pytest.mark.parametrize("length", ["abc", "-1", "1e3", "\u00b2", "9" * 40, "1" * 5000])
+def test_malformed_content_length_is_400_in_both_shells(make_engine: Any, length: str) -> None:
+    engine = make_engine()
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"{}", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    headers = {"host": "shop.test", "origin": SITE, "content-type": "application/json"}
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "scheme": "http",
+        "path": PATH,
+        "query_string": b"",
+        "headers": [
+            (k.encode(), v.encode("latin-1"))
+            for k, v in {**headers, "content-length": length}.items()
+        ],
+    }
+    anyio.run(TrackLayerMiddleware(asgi_app_never_called, engine), scope, receive, send)
+    assert sent[0]["status"] == 400
+
+    statuses: list[str] = []
+    environ = {
+        "REQUEST_METHOD": "POST",
+        "PATH_INFO": PATH,
+        "HTTP_HOST": "shop.test",
+        "HTTP_ORIGIN": SITE,
+        "CONTENT_TYPE": "application/json",
+        "CONTENT_LENGTH": length,
+        "wsgi.url_scheme": "http",
+        "wsgi.input": io.BytesIO(b"{}"),
+    }
+    app = TrackLayerWSGIMiddleware(wsgi_app_never_called, engine)
+    b"".join(app(environ, lambda status, headers, exc_info=None: statuses.append(status)))
+    assert statuses == ["400 Bad Request"]

@@ -42,6 +42,7 @@ MAX_BODY = 8 * 1024
 _SAFE_COOKIE_VALUE = re.compile(r"[A-Za-z0-9_.-]{1,3800}")
 _DEFAULT_PORTS = {"http": ":80", "https": ":443"}
 _UNKNOWN = Consent()
+_DIGITS = re.compile(r"[0-9]{1,18}")  # ASCII only: str.isdigit() also accepts '²'
 
 
 class RequestFacts(Protocol):
@@ -210,7 +211,7 @@ class RequestGateway:
             return _error(415, "send the report as application/json", cors)
         length = facts.header("content-length")
         if length is not None:
-            if not length.strip().isdigit():
+            if not _DIGITS.fullmatch(length.strip()):
                 return _error(400, "invalid Content-Length", cors)
             if int(length) > MAX_BODY:
                 return _error(413, f"body larger than {MAX_BODY} bytes", cors)

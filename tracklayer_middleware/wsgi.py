@@ -171,9 +171,12 @@ def _end_request(
 
 
 def _read_body(environ: Environ) -> bytes:
-    """The request body, at most ``MAX_BODY + 1`` bytes; empty when it cannot be delimited."""
-    length = environ.get("CONTENT_LENGTH") or ""
-    if length.strip().isdigit():
+    """The request body, at most ``MAX_BODY + 1`` bytes; empty when it cannot be delimited.
+
+    ``check_endpoint`` already refused a malformed or too large ``Content-Length``.
+    """
+    length = environ.get("CONTENT_LENGTH")
+    if length:
         limit = min(int(length), MAX_BODY + 1)
     elif environ.get("wsgi.input_terminated"):  # chunked, and the server marks the end
         limit = MAX_BODY + 1
