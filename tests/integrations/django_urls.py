@@ -52,6 +52,11 @@ def streaming_view(request: HttpRequest) -> StreamingHttpResponse:
     return StreamingHttpResponse(body())
 
 
+def consent_from_session(request: HttpRequest) -> dict[str, str]:
+    """A ``consent_resolver`` reading the CMP's answer from the session (sync-only API)."""
+    return {"adStorage": request.session.get("ad_storage", "granted"), "adUserData": "granted"}
+
+
 urlpatterns = [
     path("sync/", sync_view),
     path("async/", async_view),

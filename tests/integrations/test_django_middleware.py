@@ -160,3 +160,32 @@ def test_manage_py_tracklayer_status_runs_on_the_site_engine() -> None:
         call_command("tracklayer", "no-such-command", stdout=io.StringIO(),
                      stderr=io.StringIO())
     assert usage.value.code == 2
+
+
+@pytest.mark.anyio
+async def test_async_stack_calls_a_dotted_path_consent_resolver(
+    asgi_client: httpx.AsyncClient,
+) -> None:
+    from django.conf import settings
+    from django.test.utils import override_settings
+
+    tracklayer = {**settings.TRACKLAYER, "consent_required": True,
+                  "consent_resolver": "tests.integrations.django_urls.consent_from_session"}
+    with override_settings(TRACKLAYER=tracklayer):
+        async with asgi_client:
+            landing = await asgi_client.get(f"/shop/?twclid={TWCLID}")
+        assert engine().settings.consent_required
+    # Unknown consent would store nothing: the resolver's grant (read from the session) did.
+    assert "tl_attr" in landing.cookies
+
+
+def test_nonce_comes_from_request_csp_nonce() -> None:
+    from django.template import engines
+    from django.test import RequestFactory
+
+    request = RequestFactory().get("/")
+    request.csp_nonce = 'abc"def'  # type: ignore[attr-defined]
+    html = engines["django"].from_string(
+        "{% load tracklayer %}{% tracklayer_landing_script %}"
+    ).render({"request": request})
+    assert html.startswith('<script nonce="abc&quot;def">')
