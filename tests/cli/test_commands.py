@@ -8,11 +8,14 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from tracklayer_middleware.cli import main
+from tracklayer_middleware.cli.config import load_settings
+from tracklayer_middleware.engine import TrackLayer
 from tracklayer_middleware.identity import hash_email
 from tracklayer_middleware.testing import FakeXConversionsAPI
 
@@ -219,3 +222,22 @@ def test_status_watch_repeats_until_stopped(
     finally:
         ctx.close()
     assert out.getvalue().count("oldest waiting") == 1
+
+
+def test_status_in_dry_run(
+    write_config: Callable[..., Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write_config(environment="staging")
+    settings = load_settings(config, environ={})
+    engine = TrackLayer(settings)
+    try:
+        engine.convert("purchase", conversion_id="ord_dry", value=1.0, attribution="abc123")
+        assert engine.flush(10)
+    finally:
+        engine.close(1)
+    code, out = run(capsys, "status", "--json", "--config", str(config))
+    status = json.loads(out)
+    assert code == 0 and status["dry_run"] is True
+    assert status["by_event"] == {"purchase": {"dry_run": 1}}
+    _, text = run(capsys, "status", "--config", str(config))
+    assert "DRY-RUN" in text
