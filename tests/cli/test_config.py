@@ -143,3 +143,9 @@ def test_help_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     for command in ("demo", "status", "trace", "retry-dead", "purge", "doctor", "worker", "report"):
         assert command in out
+
+
+def test_no_settings_at_all_says_where_to_put_them(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["status"]) == 2
+    err = capsys.readouterr().err
+    assert "no settings found" in err and "--config" in err and "TRACKLAYER_CONFIG" in err

@@ -44,6 +44,13 @@ def load_settings(
     file_name = path if path is not None else env.get(CONFIG_ENV) or None
     values: dict[str, Any] = dict(read_config_file(file_name)) if file_name else {}
     values.update(settings_from_env(env))
+    if not values:
+        raise ConfigurationError(
+            "no settings found: pass --config tracklayer.toml (or the guide's JSON), set "
+            f"{CONFIG_ENV} to such a file, or set {ENV_PREFIX}PIXEL_ID, "
+            f"{ENV_PREFIX}SECRET_KEY, {ENV_PREFIX}EVENTS, ... (see docs/cli.md). "
+            "`tracklayer demo` needs none."
+        )
     return TrackLayerSettings.from_mapping(values)
 
 
