@@ -89,6 +89,23 @@ def test_consent_is_attached(make_engine: Any) -> None:
     assert conversion.initial_state == "skipped_consent" and conversion.twclid is None
 
 
+def test_consent_given_at_the_call_updates_the_visitors(make_engine: Any) -> None:
+    tracker = make_engine().tracker(attribution=CLICK, consent=Consent(ad_storage=True))
+    refused = tracker.convert(
+        "lead", conversion_id="lead_1", email="a@b.c", consent=Consent(ad_user_data=False)
+    )
+    assert refused.initial_state == "skipped_consent"
+    assert refused.consent == Consent(ad_storage=True, ad_user_data=False)
+    assert tracker.consent == Consent(ad_storage=True)
+
+
+def test_another_click_cannot_be_passed_to_the_tracker(make_engine: Any) -> None:
+    tracker = make_engine().tracker(attribution=CLICK)
+    with pytest.raises(ConversionError, match=r"tracklayer.convert\(") as raised:
+        tracker.convert("lead", conversion_id="lead_1", email="a@b.c", attribution="other")
+    assert raised.value.field == "attribution" and tracker.pending == ()
+
+
 def test_disabled_engine_validates_but_does_not_queue(make_engine: Any) -> None:
     tracker = make_engine(enabled=False).tracker()
     assert tracker.convert("lead", conversion_id="lead_1", email="a@b.c").event == "lead"

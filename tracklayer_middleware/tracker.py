@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from .attribution import Attribution
 from .consent import Consent
 from .conversion import Conversion, build_conversion
+from .errors import ConversionError
 
 if TYPE_CHECKING:
     from .engine import TrackLayer
@@ -116,16 +117,24 @@ class Tracker:
 
         ``fields`` are ``build_conversion``'s (``conversion_id=``, ``value=``, ``currency=``,
         ``email=``, ``phone=``, ``external_id=``, ...); this visitor's click and consent are
-        attached. Raises ``ConversionError`` on invalid input. A second call with the same
+        attached (a ``consent=`` given here, e.g. from a checkout checkbox, updates the
+        latter). Raises ``ConversionError`` on invalid input. A second call with the same
         event and ``conversion_id`` in one request is a logged no-op returning the first.
         With ``enabled=False`` the conversion is validated but not queued.
         """
+        if "attribution" in fields or "attribution_note" in fields:
+            raise ConversionError(
+                "tracker.convert() attaches this visitor's click itself; to convert another "
+                "click use tracklayer.convert(..., attribution=token_or_twclid).",
+                field="attribution",
+            )
+        given: Consent | None = fields.pop("consent", None)
         settings = self._engine.settings
         conversion = build_conversion(
             settings,
             event,
             attribution=self._attribution,
-            consent=self._consent,
+            consent=self._consent if given is None else self._consent.merged(given),
             attribution_note="cookie" if self._attribution is not None else None,
             **fields,
         )
