@@ -189,3 +189,16 @@ def test_nonce_comes_from_request_csp_nonce() -> None:
         "{% load tracklayer %}{% tracklayer_landing_script %}"
     ).render({"request": request})
     assert html.startswith('<script nonce="abc&quot;def">')
+
+
+def test_missing_settings_fail_the_middleware_with_the_fix() -> None:
+    from django.conf import settings
+    from django.core.handlers.wsgi import WSGIHandler
+    from django.test.utils import override_settings
+
+    from tracklayer_middleware.errors import ConfigurationError
+
+    with override_settings():
+        del settings.TRACKLAYER
+        with pytest.raises(ConfigurationError, match=r"settings.TRACKLAYER must be a dict"):
+            WSGIHandler()

@@ -157,3 +157,10 @@ def test_templates_rendered_out_of_a_request_fire_nothing(make_app: Callable[...
     with app.app_context():
         assert render_template_string("{{ tracklayer_pixel() }}") == ""
         assert "session-attribution" in render_template_string("{{ tracklayer_landing_script() }}")
+
+
+def test_tracklayer_config_must_be_a_dict() -> None:
+    app = Flask(__name__)
+    app.config["TRACKLAYER"] = "o1a2b"
+    with pytest.raises(ConfigurationError, match=r"must be a dict, not str"):
+        TrackLayer(app)

@@ -94,7 +94,7 @@ def check_deploy(app_configs: Sequence[Any] | None = None, **kwargs: Any) -> lis
     """``check --deploy``: a site with DEBUG off that would only dry-run is likely a mistake."""
     try:
         tracklayer = conf.build()
-    except (ConfigurationError, ImportError, TypeError):
+    except (ConfigurationError, ImportError):
         return []  # already reported by check_settings
     if settings.DEBUG or not tracklayer.dry_run:
         return []

@@ -13,6 +13,7 @@ from typing import Any
 from django.conf import settings
 from django.utils.module_loading import import_string
 
+from tracklayer_middleware.errors import ConfigurationError
 from tracklayer_middleware.settings import TrackLayerSettings, normalize_key
 
 
@@ -29,11 +30,16 @@ class Conf:
 
         The cookie is signed with ``SECRET_KEY`` (and verified with ``SECRET_KEY_FALLBACKS``)
         unless ``TRACKLAYER`` names its own key; a dotted path for ``consent_resolver`` is
-        imported, as Django does for its own callables in settings.
+        imported, as Django does for its own callables in settings. Raises
+        ``ConfigurationError`` when ``TRACKLAYER`` is missing or not a dict.
         """
         raw = self.TRACKLAYER
         if not isinstance(raw, Mapping):
-            raise TypeError("settings.TRACKLAYER must be a dict")
+            raise ConfigurationError(
+                "settings.TRACKLAYER must be a dict like {'pixelId': 'o1a2b', 'xEventMap': "
+                "{'purchase': {'eventId': 'o87ni'}}}"
+                + (" (it is not set)." if raw is None else f", not {type(raw).__name__}.")
+            )
         # Django's keys come first so that the same key in TRACKLAYER, in any spelling, wins.
         values: dict[str, Any] = {
             "secret_key": getattr(settings, "SECRET_KEY", ""),

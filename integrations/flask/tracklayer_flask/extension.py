@@ -9,7 +9,7 @@ request's tracker on ``request.tracker``, adds the Jinja globals ``tracklayer_pi
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from flask import Flask, current_app, has_request_context, request
@@ -17,6 +17,7 @@ from markupsafe import Markup
 
 from tracklayer_middleware.conversion import Conversion
 from tracklayer_middleware.engine import TrackLayer as Engine
+from tracklayer_middleware.errors import ConfigurationError
 from tracklayer_middleware.pixel import render_landing_script, render_pixel_script
 from tracklayer_middleware.settings import TrackLayerSettings
 from tracklayer_middleware.tracker import Tracker
@@ -72,7 +73,12 @@ def settings_from_config(app: Flask, **overrides: Any) -> TrackLayerSettings:
     values: dict[str, Any] = {}
     if app.config.get("SECRET_KEY"):
         values["secret_key"] = app.config["SECRET_KEY"]
-    values.update(app.config.get("TRACKLAYER") or {})
+    mapping = app.config.get("TRACKLAYER") or {}
+    if not isinstance(mapping, Mapping):
+        raise ConfigurationError(
+            f"app.config['TRACKLAYER'] must be a dict, not {type(mapping).__name__}."
+        )
+    values.update(mapping)
     values.update(app.config.get_namespace("TRACKLAYER_"))
     return TrackLayerSettings.from_mapping(values, **overrides)
 
