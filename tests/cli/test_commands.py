@@ -241,3 +241,11 @@ def test_status_in_dry_run(
     assert status["by_event"] == {"purchase": {"dry_run": 1}}
     _, text = run(capsys, "status", "--config", str(config))
     assert "DRY-RUN" in text
+
+
+def test_worker_refuses_celery_delivery(
+    write_config: Callable[..., Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write_config(delivery="celery", celery_broker_url="redis://127.0.0.1:1/0")
+    assert main(["worker", "--once", "--config", str(config)]) == 2
+    assert "celery" in capsys.readouterr().err

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from types import FrameType
 from typing import TYPE_CHECKING, TextIO
 
+from ..errors import ConfigurationError
 from .output import EXIT_OK
 from .status import collect_status, render_status
 
@@ -62,6 +63,11 @@ def stop_on_signals(stop: threading.Event) -> Iterator[None]:
 
 def run(ctx: CommandContext, *, stop: threading.Event | None = None) -> int:
     """Send until stopped (or, with ``--once``, until nothing is due)."""
+    if ctx.settings.delivery == "celery":
+        raise ConfigurationError(
+            "delivery='celery' is sent by Celery workers: run `celery -A <your app> worker` "
+            "(the task is tracklayer.deliver), not `tracklayer worker`."
+        )
     # delivery="worker": this process's only sender is the foreground loop below.
     engine = ctx.engine(delivery="worker")
     settings = engine.settings
