@@ -222,6 +222,15 @@ def test_status_watch_repeats_until_stopped(
     finally:
         ctx.close()
     assert out.getvalue().count("oldest waiting") == 1
+    args = build_parser().parse_args(["status", "--watch", "--json", "--config", str(config)])
+    out = io.StringIO()
+    ctx = CommandContext(args, out, io.StringIO())
+    try:
+        status.run(ctx, stop=stop)
+    finally:
+        ctx.close()
+    (line,) = out.getvalue().splitlines()  # JSON Lines: one document per refresh
+    assert json.loads(line)["by_state"]["sent"] == 3
 
 
 def test_status_in_dry_run(

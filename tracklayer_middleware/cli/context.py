@@ -82,9 +82,9 @@ class CommandContext:
             self._engine = TrackLayer(self.settings, **overrides)
         return self._engine
 
-    def emit(self, result: Any, human: str) -> None:
-        """Print ``result`` as JSON with ``--json``, else the human text."""
-        emit(result, human, as_json=self.as_json, out=self.out)
+    def emit(self, result: Any, human: str, *, compact: bool = False) -> None:
+        """Print ``result`` as JSON with ``--json`` (one line with ``compact``), else ``human``."""
+        emit(result, human, as_json=self.as_json, out=self.out, compact=compact)
 
     def say(self, text: str) -> None:
         """Progress for people; silent with ``--json`` so stdout stays one JSON document."""

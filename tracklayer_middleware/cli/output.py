@@ -41,17 +41,13 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     return "\n".join([line(headers), rule, *(line(r) for r in cells)])
 
 
-def emit(result: Any, human: str, *, as_json: bool, out: TextIO) -> None:
-    """Print ``result`` as JSON (for scripts) or the ``human`` text."""
+def emit(result: Any, human: str, *, as_json: bool, out: TextIO, compact: bool = False) -> None:
+    """Print ``result`` as JSON (for scripts; one line with ``compact``) or the ``human`` text."""
     if as_json:
-        out.write(json.dumps(result, indent=2, sort_keys=True, default=_json_default) + "\n")
+        indent = None if compact else 2
+        out.write(json.dumps(result, indent=indent, sort_keys=True, default=_json_default) + "\n")
     else:
         out.write(human.rstrip("\n") + "\n")
-
-
-def to_jsonable(value: Any) -> Any:
-    """``value`` with datetimes as ISO strings and tuples as lists (for ``--json``)."""
-    return json.loads(json.dumps(value, default=_json_default))
 
 
 def format_age(seconds: float | None) -> str:

@@ -80,7 +80,12 @@ def run(ctx: CommandContext, *, stop: threading.Event | None = None) -> int:
         status = collect_status(outbox, ctx.settings)
         if interval is not None and not ctx.as_json and ctx.out.isatty():
             ctx.out.write(_CLEAR_SCREEN)
-        ctx.emit(status, render_status(status))
-        if interval is None or waiter.wait(max(0.2, float(interval))):
-            return EXIT_PROBLEMS if needs_attention(status) else EXIT_OK
+        # Watching with --json prints one JSON document per line (JSON Lines).
+        ctx.emit(status, render_status(status), compact=interval is not None)
         ctx.out.flush()
+        try:
+            if interval is None or waiter.wait(max(0.2, float(interval))):
+                break
+        except KeyboardInterrupt:  # Ctrl-C is how a watch ends
+            break
+    return EXIT_PROBLEMS if needs_attention(status) else EXIT_OK
