@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 
 import pytest
 
@@ -12,8 +13,26 @@ from tracklayer_middleware.cli.demo import DEMO_TOKEN_ENV, PURCHASE_ID, TWCLID, 
 from tracklayer_middleware.identity import hash_email
 
 
-def test_demo_walks_the_whole_story(capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.fixture
+def loopback_only(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """Fail any socket connection that is not to 127.0.0.1; returns the addresses used."""
+    used: list[object] = []
+    real_connect = socket.socket.connect
+
+    def connect(self: socket.socket, address: object) -> None:
+        used.append(address)
+        assert isinstance(address, tuple) and address[0] == "127.0.0.1", address
+        real_connect(self, address)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(socket.socket, "connect", connect)
+    return used
+
+
+def test_demo_walks_the_whole_story(
+    capsys: pytest.CaptureFixture[str], loopback_only: list[object]
+) -> None:
     assert main(["demo"]) == 0
+    assert loopback_only  # it did talk to the fake X, and only over loopback
     captured = capsys.readouterr()
     out = captured.out + captured.err
     for step in range(1, 8):
