@@ -1,0 +1,83 @@
+"""The click cookie against Starlette's ``SessionMiddleware`` holding the same data.
+
+Landing: ``GET /pricing?twclid=...&utm_*`` with no cookie yet. TrackLayer captures the
+click and sets its signed cookie; the baseline view stores the same fields (twclid, landing
+URL, capture time, consent, a random id) in ``request.session`` and ``SessionMiddleware``
+signs it. Read: the next request carries the cookie; TrackLayer verifies it (and its
+max-age) and the baseline view reads ``request.session``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import apps
+from .drive import ASGIApp, ASGIRunner, asgi_scope
+from .harness import Result, Scale, Stats, Target, interleaved, paired_ratio
+
+NAME_LANDING = "landing_cookie"
+NAME_READ = "read_cookie"
+
+
+def run_landing(scale: Scale) -> list[Result]:
+    """A landing request that sets the cookie, TrackLayer vs the session baseline."""
+    from tracklayer_middleware.asgi import TrackLayerMiddleware
+
+    tracked = TrackLayerMiddleware(apps.starlette_app(), apps.engine())
+    session = apps.session_app()
+    ours = asgi_scope(apps.LANDING_PATH)
+    theirs = asgi_scope("/session" + apps.LANDING_PATH)
+    return [_compare(scale, NAME_LANDING, "landing request that sets the signed cookie",
+                     (tracked, ours), (session, theirs))]
+
+
+def run_read(scale: Scale) -> list[Result]:
+    """A request carrying a valid cookie, TrackLayer vs the session baseline."""
+    from tracklayer_middleware.asgi import TrackLayerMiddleware
+
+    tracked = TrackLayerMiddleware(apps.starlette_app(), apps.engine())
+    session = apps.session_app()
+    runner = ASGIRunner()
+    try:
+        our_cookie = runner.set_cookie(tracked, asgi_scope(apps.LANDING_PATH))
+        their_cookie = runner.set_cookie(session, asgi_scope("/session" + apps.LANDING_PATH))
+    finally:
+        runner.close()
+    ours = asgi_scope("/pricing", f"{apps.OTHER_COOKIES}; {our_cookie}")
+    theirs = asgi_scope("/session/read", f"{apps.OTHER_COOKIES}; {their_cookie}")
+    return [_compare(scale, NAME_READ, "request that reads a valid cookie",
+                     (tracked, ours), (session, theirs))]
+
+
+def _compare(
+    scale: Scale,
+    name: str,
+    figure: str,
+    tracked: tuple[ASGIApp, dict[str, Any]],
+    session: tuple[ASGIApp, dict[str, Any]],
+) -> Result:
+    n = scale.pick(smoke=20, quick=2_000, full=6_000)
+    runner = ASGIRunner()
+    try:
+        for app, scope in (tracked, session):
+            runner.per_request(app, scope, n // 10 + 1)
+        samples = interleaved(
+            {
+                "session": lambda: runner.per_request(*session, n),
+                "tracked": lambda: runner.per_request(*tracked, n),
+            },
+            scale.reps,
+        )
+    finally:
+        runner.close()
+    ours = Stats.of(samples["tracked"]).scaled(1e6).median
+    theirs = Stats.of(samples["session"]).scaled(1e6).median
+    return Result(
+        name=name,
+        figure=figure,
+        stats=paired_ratio(samples["tracked"], samples["session"]),
+        unit="x",
+        target=Target("<=", 1.0),
+        baseline="Starlette SessionMiddleware, same data",
+        detail=f"{ours:.1f} µs vs {theirs:.1f} µs per request",
+    )

@@ -1,0 +1,126 @@
+"""End to end on loopback: uvicorn (Starlette) and gunicorn with 4 workers (Flask), bare vs
+behind TrackLayer, under the same bounded load (a fixed number of keep-alive connections
+for a fixed time: ``wrk`` when installed, else a multi-process Python load generator).
+
+All four servers run at once; load runs alternate bare / tracked so both see the same machine.
+Requests are ordinary page views (browser headers and cookies, no ``twclid``).
+"""
+
+from __future__ import annotations
+
+import http.client
+import multiprocessing
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from . import apps
+from .harness import Result, Scale, Stats, Target, interleaved, paired_ratio
+from .servers import Server
+
+NAME_UVICORN = "e2e_uvicorn"
+NAME_GUNICORN = "e2e_gunicorn"
+CONNECTIONS = 16
+
+
+def run(scale: Scale) -> list[Result]:
+    """Throughput ratios tracked / bare for uvicorn and gunicorn."""
+    duration = scale.pick(smoke=1.0, quick=1.0, full=5.0)
+    results = []
+    with tempfile.TemporaryDirectory(prefix="tracklayer-bench-") as tmp:
+        base = {"X_ADS_BEARER_TOKEN": apps.X_TOKEN}
+        for name, kind, workers, label in (
+            (NAME_UVICORN, "uvicorn", 1, "uvicorn, 1 process, Starlette"),
+            (NAME_GUNICORN, "gunicorn", 4, "gunicorn, 4 workers, Flask"),
+        ):
+            outbox = {"TRACKLAYER_BENCH_OUTBOX": f"sqlite:///{Path(tmp) / f'{kind}.db'}"}
+            with Server(kind, {**base, "TRACKLAYER_BENCH_BARE": "1"}, workers=workers) as bare, \
+                    Server(kind, {**base, **outbox}, workers=workers) as tracked:
+                if scale.mode == "full":  # warm both
+                    load(bare.url, 1.0)
+                    load(tracked.url, 1.0)
+                samples = interleaved(
+                    {
+                        "bare": lambda url=bare.url: load(url, duration),  # type: ignore[misc]
+                        "tracked": lambda url=tracked.url: load(url, duration),  # type: ignore[misc]
+                    },
+                    scale.reps,
+                )
+            results.append(
+                Result(
+                    name=name,
+                    figure=f"end-to-end throughput, {label}",
+                    stats=paired_ratio(samples["tracked"], samples["bare"]),
+                    unit="x",
+                    target=Target(">=", 0.95),
+                    baseline="bare app, same server and load",
+                    detail=(
+                        f"{Stats.of(samples['tracked']).median:,.0f} vs "
+                        f"{Stats.of(samples['bare']).median:,.0f} req/s; {generator()}, "
+                        f"{CONNECTIONS} connections, {duration:g} s per run"
+                    ),
+                )
+            )
+    return results
+
+
+def generator() -> str:
+    """Which load generator runs."""
+    return "wrk" if shutil.which("wrk") else "python load generator"
+
+
+def load(url: str, duration: float) -> float:
+    """Requests per second served to ``CONNECTIONS`` keep-alive connections for ``duration``."""
+    if shutil.which("wrk"):
+        return _wrk(url, duration)
+    return _python_load(url, duration)
+
+
+def _wrk(url: str, duration: float) -> float:
+    headers = [f"{k}: {v}" for k, v in apps.HEADERS if k != "host"]
+    headers.append(f"cookie: {apps.OTHER_COOKIES}")
+    argv = ["wrk", "-t2", f"-c{CONNECTIONS}", f"-d{max(1, round(duration))}s"]
+    for header in headers:
+        argv += ["-H", header]
+    out = subprocess.run([*argv, url + "/"], capture_output=True, text=True, check=True).stdout
+    if re.search(r"Non-2xx or 3xx responses", out):
+        raise RuntimeError(f"errors under load:\n{out}")
+    match = re.search(r"Requests/sec:\s*([\d.]+)", out)
+    if match is None:
+        raise RuntimeError(f"unexpected wrk output:\n{out}")
+    return float(match.group(1))
+
+
+def _python_load(url: str, duration: float) -> float:
+    parts = urlsplit(url)
+    jobs = [(parts.hostname or "127.0.0.1", parts.port or 80, duration)] * CONNECTIONS
+    with multiprocessing.get_context("spawn").Pool(min(CONNECTIONS, 4)) as pool:
+        counts = pool.map(_client_loop, _grouped(jobs, 4))
+    return sum(counts) / duration
+
+
+def _grouped(jobs: list[tuple[str, int, float]], groups: int) -> list[list[tuple[str, int, float]]]:
+    return [jobs[i::groups] for i in range(groups)]
+
+
+def _client_loop(connections: list[tuple[str, int, float]]) -> int:
+    """One process driving several keep-alive connections round-robin; requests done."""
+    headers = dict(apps.HEADERS) | {"cookie": apps.OTHER_COOKIES}
+    conns = [http.client.HTTPConnection(host, port) for host, port, _ in connections]
+    deadline = time.monotonic() + connections[0][2]
+    done = 0
+    while time.monotonic() < deadline:
+        for conn in conns:
+            conn.request("GET", "/", headers=headers)
+            response = conn.getresponse()
+            response.read()
+            if response.status != 200:
+                raise RuntimeError(f"GET / answered {response.status}")
+            done += 1
+    for conn in conns:
+        conn.close()
+    return done
