@@ -258,3 +258,19 @@ def test_worker_refuses_celery_delivery(
     config = write_config(delivery="celery", celery_broker_url="redis://127.0.0.1:1/0")
     assert main(["worker", "--once", "--config", str(config)]) == 2
     assert "celery" in capsys.readouterr().err
+
+
+def test_framework_shells_pass_their_engine(capsys: pytest.CaptureFixture[str]) -> None:
+    """`flask tracklayer` / `manage.py tracklayer` call main(argv, engine=...)."""
+    engine = TrackLayer({"pixel_id": "o1a2b", "secret_key": "x" * 8 + "-shell-key-0123456789",
+                         "events": {"lead": "o87nf"}, "outbox": "memory",
+                         "environment": "development"})
+    try:
+        engine.convert("lead", conversion_id="lead_shell", attribution="abc123")
+        assert engine.flush(5)
+        assert main(["status", "--json"], engine=engine, prog="flask tracklayer") == 0
+        assert json.loads(capsys.readouterr().out)["by_event"] == {"lead": {"dry_run": 1}}
+        assert main(["trace", "lead_shell"], engine=engine) == 0
+        assert "lead_shell: dry_run" in capsys.readouterr().out
+    finally:
+        engine.close(1)
