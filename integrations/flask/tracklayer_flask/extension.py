@@ -56,10 +56,8 @@ class TrackLayer:
         app.extensions[EXTENSION_KEY] = engine
         app.wsgi_app = TrackLayerWSGIMiddleware(app.wsgi_app, engine)  # type: ignore[method-assign]
         app.before_request(_attach_tracker)
-        app.jinja_env.globals.update(
-            tracklayer_pixel=tracklayer_pixel,
-            tracklayer_landing_script=tracklayer_landing_script,
-        )
+        app.add_template_global(tracklayer_pixel)
+        app.add_template_global(tracklayer_landing_script)
         app.cli.add_command(tracklayer_command)
 
     @property
