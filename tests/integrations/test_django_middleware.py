@@ -202,3 +202,25 @@ def test_missing_settings_fail_the_middleware_with_the_fix() -> None:
         del settings.TRACKLAYER
         with pytest.raises(ConfigurationError, match=r"settings.TRACKLAYER must be a dict"):
             WSGIHandler()
+
+
+def test_file_response_keeps_sendfile_and_hands_off_at_close(
+    fake_x: FakeXConversionsAPI,
+) -> None:
+    import io
+
+    from django.http import FileResponse, HttpRequest
+    from django.test import RequestFactory
+    from tracklayer_django.middleware import TrackLayerMiddleware
+
+    def view(request: HttpRequest) -> FileResponse:
+        request.tracker.convert("lead", conversion_id="lead_file", email="a@example.com")  # type: ignore[attr-defined]
+        return FileResponse(io.BytesIO(b"invoice"), filename="invoice.txt")
+
+    response = TrackLayerMiddleware(view)(RequestFactory().get(f"/?twclid={TWCLID}"))
+    assert response.file_to_stream is not None  # the WSGI server may still use sendfile
+    assert b"".join(response) == b"invoice"
+    assert queued() == 0
+    response.close()
+    assert engine().flush(10)
+    assert fake_x.accepted_ids() == {"lead_file": 1}

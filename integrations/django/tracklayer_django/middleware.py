@@ -19,7 +19,13 @@ from typing import Any
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
 from django.core.exceptions import DisallowedHost
-from django.http import HttpRequest, HttpResponse, HttpResponseBase, StreamingHttpResponse
+from django.http import (
+    FileResponse,
+    HttpRequest,
+    HttpResponse,
+    HttpResponseBase,
+    StreamingHttpResponse,
+)
 
 from tracklayer_middleware.gateway import MAX_BODY, RequestGateway
 from tracklayer_middleware.tracker import Tracker, activate, deactivate
@@ -115,14 +121,20 @@ def finish_response(
         app_cookies = (morsel.OutputString() for morsel in response.cookies.values())
         if not gateway.app_set_cookie(app_cookies):
             _set_cookies(response, cookies)
-    outcome = _Outcome(complete=not isinstance(response, StreamingHttpResponse))
-    if isinstance(response, StreamingHttpResponse):
+    # FileResponse is left alone: rewrapping its content would disable the server's sendfile.
+    if isinstance(response, StreamingHttpResponse) and not isinstance(response, FileResponse):
+        outcome = _Outcome(complete=False)
         content = response.streaming_content
         response.streaming_content = (
             outcome.watch_async(content)  # type: ignore[arg-type]
             if response.is_async
             else outcome.watch(content)  # type: ignore[arg-type]
         )
+    elif not tracker.pending:
+        tracker.close()  # nothing to hand off; a late convert() from a thread hands off itself
+        return response
+    else:
+        outcome = _Outcome(complete=True)
 
     def hand_off() -> None:
         conversions = gateway.finish(
