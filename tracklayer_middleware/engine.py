@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import os
 import threading
 import time
 import weakref
@@ -298,7 +299,12 @@ class TrackLayer:
         rows = self.outbox.rows(conversion_id)
         if not rows:
             return None
-        return Trace.from_outbox(rows[-1], self.outbox.attempts(conversion_id))
+        row = rows[-1]
+        attempts = [
+            a for a in self.outbox.attempts(conversion_id)
+            if a.event == row.event and a.pixel_id == row.pixel_id
+        ]
+        return Trace.from_outbox(row, attempts)
 
     # ------------------------------------------------------------------ collaborators
     def _make_client(self) -> Client:
@@ -310,6 +316,16 @@ class TrackLayer:
         from .delivery.ratelimit import TokenBucket
 
         return TokenBucket.per_15min(self.settings.rate_limit_per_15min)
+
+
+def _reinit_after_fork() -> None:
+    for engine in list(_engines):
+        engine._buffer_lock = threading.Lock()
+        engine._handoffs = 0  # those hand-offs run in the parent's threads
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reinit_after_fork)
 
 
 @atexit.register

@@ -20,6 +20,7 @@ import logging
 import os
 import threading
 import time
+import weakref
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -38,6 +39,8 @@ logger = logging.getLogger("tracklayer.delivery.sender")
 
 #: Longest idle sleep: rows enqueued by other processes sharing the file are seen this fast.
 IDLE_POLL_SECONDS = 0.5
+#: How often finished rows past ``retention_days`` are pruned.
+PRUNE_INTERVAL_SECONDS = 3600.0
 #: Pause after the outbox itself failed (disk full, read-only) before trying again.
 OUTBOX_ERROR_BACKOFF_SECONDS = 5.0
 
@@ -96,6 +99,8 @@ class Sender:
         self._pid = os.getpid()
         #: Notified after every recorded batch; ``TrackLayer.flush()`` waits on it.
         self.progress = threading.Condition()
+        self._next_prune = 0.0
+        _senders.add(self)
 
     def __repr__(self) -> str:
         alive = self.is_alive()
@@ -123,6 +128,7 @@ class Sender:
         # The parent's thread does not exist here and its HTTP connections are shared
         # sockets: start from scratch, never touch (close) the parent's client.
         self._pid = os.getpid()
+        self._lock = threading.Lock()
         self._thread = None
         self._client = None
         self._wake = threading.Event()
@@ -152,6 +158,7 @@ class Sender:
             try:
                 if self._before_cycle is not None:
                     self._before_cycle()
+                self._prune()
                 handled = self.cycle(stop_event)
             except OutboxError as exc:
                 logger.error("TrackLayer sender cannot use the outbox: %s", exc)
@@ -164,6 +171,16 @@ class Sender:
             if once:
                 return
             self._sleep(self._idle_seconds(), stop_event)
+
+    def _prune(self) -> None:
+        """Drop finished rows older than ``retention_days`` (at start, then hourly)."""
+        now = self._clock()
+        if now < self._next_prune:
+            return
+        self._next_prune = now + PRUNE_INTERVAL_SECONDS
+        pruned = self.outbox.purge(done_before=now - self.settings.retention_days * 86400)
+        if pruned:
+            logger.info("TrackLayer pruned %d finished conversions past retention", pruned)
 
     def _idle_seconds(self) -> float:
         now = self._clock()
@@ -267,7 +284,7 @@ class Sender:
         if decision.action == "sent":
             self._record(owner, batch, State.SENT, started, result, decision)
             if pause is not None:
-                self._resume(batch.pixel_id)
+                self._resume(pause)
             self._slow_down(batch.pixel_id, result, stop)
         elif decision.action == "dead":
             self._record(owner, batch, State.DEAD, started, result, decision)
@@ -303,11 +320,12 @@ class Sender:
             )
         self._record(owner, batch, state, started, result, decision, next_attempt_at=now + delay)
 
-    def _resume(self, pixel_id: str) -> None:
-        resumed = self.outbox.resume(pixel_id, now=self._clock())
-        logger.warning(
+    def _resume(self, pause: PixelPause) -> None:
+        resumed = self.outbox.resume(pause.pixel_id, now=self._clock())
+        logger.log(
+            logging.WARNING if pause.kind == PAUSE_AUTH else logging.INFO,
             "TrackLayer resumed delivery to pixel %s (%d waiting conversions released)",
-            pixel_id, resumed,
+            pause.pixel_id, resumed,
         )
         self._wake.set()
 
@@ -369,6 +387,19 @@ class Sender:
         self.outbox.finish(updates if final else [], entries, now=finished)
         for entry in entries:
             log_attempt(entry)
+
+
+_senders: weakref.WeakSet[Sender] = weakref.WeakSet()
+
+
+def _reinit_after_fork() -> None:
+    # A lock held by a parent thread at fork() would stay locked in the child forever.
+    for sender in list(_senders):
+        sender._after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reinit_after_fork)
 
 
 def probe_delay(probes: int, settings: TrackLayerSettings) -> float:
