@@ -1,41 +1,5 @@
-"""Fixtures for the framework integration tests (Django project set-up lives here)."""
+"""Fixtures for the framework integration tests."""
 
-from __future__ import annotations
+from tests.integrations.django_fixture import django_project
 
-import os
-from collections.abc import Iterator
-from typing import Any
-
-import pytest
-
-from tracklayer_middleware.testing import FakeXConversionsAPI
-
-
-@pytest.fixture
-def django_project(fake_x: FakeXConversionsAPI) -> Iterator[None]:
-    """Django configured with ``django_settings`` and TRACKLAYER pointed at the fake X.
-
-    Applied through ``override_settings``, so it holds even when another test module set
-    Django up first with its own project.
-    """
-    import django
-    from django.apps import apps
-    from django.test.utils import override_settings
-
-    from tests.integrations import django_settings
-
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.integrations.django_settings")
-    if not apps.ready:
-        django.setup()
-    values: dict[str, Any] = {
-        name: getattr(django_settings, name)
-        for name in dir(django_settings)
-        if name.isupper() and name != "DATABASES"
-    }
-    values["TRACKLAYER"] = {
-        **django_settings.TRACKLAYER,
-        "api_base_url": fake_x.base_url,
-        "environment": "production",
-    }
-    with override_settings(**values):
-        yield
+__all__ = ["django_project"]

@@ -1,7 +1,7 @@
 """The smallest Django project TrackLayer's Django tests need (like django-cors-headers')."""
 
 SECRET_KEY = "tracklayer-django-tests-0123456789abcdef"
-ALLOWED_HOSTS = ["testserver", "shop.test"]
+ALLOWED_HOSTS = ["testserver", "shop.test", "127.0.0.1"]
 USE_TZ = True
 DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}}
 INSTALLED_APPS = [

@@ -1,4 +1,7 @@
-"""The browser half in a real chromium: landing script, HttpOnly cookie, Pixel dedup twin."""
+"""The browser half in a real chromium: landing script, HttpOnly cookie, Pixel dedup twin.
+
+Run against the Flask shop (with and without ``consent_required``) and the Django shop.
+"""
 
 from __future__ import annotations
 
@@ -7,39 +10,33 @@ from typing import Any
 
 import pytest
 
-from tests.browser.conftest import Shop
+from tests.browser.conftest import Shop, shop_page
 from tracklayer_middleware.testing import FakeXConversionsAPI
 
 pytestmark = pytest.mark.browser
 TWCLID = "29q0w6g2k2m4a"
 ATTRIBUTION_PATH = "/api/tracklayer/session-attribution"
-# Replaces X's Pixel (uwt.js is never loaded: the base code sees twq defined) and records calls.
-RECORD_TWQ = "window.__twq = []; window.twq = function () { window.__twq.push([...arguments]); };"
 
 
 @pytest.fixture
 def page(browser: Any, shop: Shop) -> Iterator[Any]:
-    """A fresh browser context that can reach the shop and nothing else."""
-    context = browser.new_context()
-    context.set_default_timeout(15_000)
-    context.route(
-        "**/*",
-        lambda route: route.continue_()
-        if route.request.url.startswith(shop.url)
-        else route.abort(),
-    )
-    context.add_init_script(RECORD_TWQ)
-    yield context.new_page()
-    context.close()
+    """A browser tab that can reach the shop and nothing else."""
+    with shop_page(browser, shop.url) as tab:
+        yield tab
 
 
-@pytest.mark.parametrize("shop", [{}, {"consent_required": True}], indirect=True)
+@pytest.mark.parametrize(
+    "shop",
+    [("flask", {}), ("flask", {"consent_required": True}), ("django", {})],
+    ids=["flask", "flask-consent-required", "django"],
+    indirect=True,
+)
 def test_ad_click_to_purchase_dedups_pixel_and_server(
     page: Any, shop: Shop, fake_x: FakeXConversionsAPI
 ) -> None:
     # 1. Landing from an X ad: the landing script reports the click with the CMP's consent.
     with page.expect_response(lambda r: r.url.endswith(ATTRIBUTION_PATH)) as report:
-        page.goto(f"{shop.url}/pricing?twclid={TWCLID}&utm_source=x")
+        page.goto(shop.page(f"pricing?twclid={TWCLID}&utm_source=x"))
     assert report.value.status == 204
     assert report.value.request.post_data_json["consent"] == {
         "adStorage": "granted", "adUserData": "granted"}
@@ -68,13 +65,13 @@ def test_ad_click_to_purchase_dedups_pixel_and_server(
 def test_plain_visit_reports_nothing_and_sets_no_cookie(page: Any, shop: Shop) -> None:
     reports: list[str] = []
     page.on("request", lambda r: reports.append(r.url) if ATTRIBUTION_PATH in r.url else None)
-    page.goto(f"{shop.url}/pricing")
+    page.goto(shop.page("pricing"))
     page.wait_for_load_state("networkidle")
     assert reports == []
     assert page.context.cookies() == []
 
 
-@pytest.mark.parametrize("shop", [{"consent_required": True}], indirect=True)
+@pytest.mark.parametrize("shop", [("flask", {"consent_required": True})], indirect=True)
 def test_cmp_denial_clears_the_cookie_and_silences_pixel_and_server(
     page: Any, shop: Shop, fake_x: FakeXConversionsAPI
 ) -> None:
@@ -84,11 +81,11 @@ def test_cmp_denial_clears_the_cookie_and_silences_pixel_and_server(
         " get: () => ({adStorage: 'denied', adUserData: 'denied'}), set: () => {}});"
     )
     with page.expect_response(lambda r: r.url.endswith(ATTRIBUTION_PATH)) as report:
-        page.goto(f"{shop.url}/pricing?twclid={TWCLID}")
+        page.goto(shop.page(f"pricing?twclid={TWCLID}"))
     assert report.value.status == 204
     assert [c for c in page.context.cookies() if c["name"] == "tl_attr"] == []
 
-    page.goto(f"{shop.url}/checkout?plan=pro")
+    page.goto(shop.page("checkout?plan=pro"))
     page.fill("input[name=email]", "buyer@example.com")
     page.click("#pay")
     page.wait_for_selector("#thanks")
