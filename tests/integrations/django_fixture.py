@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -20,18 +19,19 @@ def django_project(fake_x: FakeXConversionsAPI) -> Iterator[None]:
     """
     import django
     from django.apps import apps
+    from django.conf import settings
     from django.test.utils import override_settings
 
     from tests.integrations import django_settings
 
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.integrations.django_settings")
+    values: dict[str, Any] = {
+        name: getattr(django_settings, name) for name in dir(django_settings) if name.isupper()
+    }
+    if not settings.configured:  # configure() rather than DJANGO_SETTINGS_MODULE: no env leak
+        settings.configure(**values)
     if not apps.ready:
         django.setup()
-    values: dict[str, Any] = {
-        name: getattr(django_settings, name)
-        for name in dir(django_settings)
-        if name.isupper() and name != "DATABASES"
-    }
+    del values["DATABASES"]
     values["TRACKLAYER"] = {
         **django_settings.TRACKLAYER,
         "api_base_url": fake_x.base_url,
