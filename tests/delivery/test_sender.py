@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import sqlite3
 import threading
 import time
 from collections.abc import Sequence
@@ -18,6 +19,7 @@ from tracklayer_middleware.delivery.memory_outbox import MemoryOutbox
 from tracklayer_middleware.delivery.outbox import OutboxRow, RowUpdate, State
 from tracklayer_middleware.delivery.ratelimit import TokenBucket
 from tracklayer_middleware.delivery.sender import Sender, probe_delay
+from tracklayer_middleware.delivery.sqlite_outbox import SQLiteOutbox
 from tracklayer_middleware.engine import TrackLayer
 from tracklayer_middleware.settings import TrackLayerSettings
 from tracklayer_middleware.testing import FakeXConversionsAPI
@@ -42,7 +44,7 @@ def _settings(base_config: dict[str, Any], fake_x: FakeXConversionsAPI, **kw: An
     return TrackLayerSettings.from_mapping(base_config, **values)
 
 
-def _sender(settings: TrackLayerSettings, outbox: MemoryOutbox, **kw: Any) -> Sender:
+def _sender(settings: TrackLayerSettings, outbox: SQLiteOutbox, **kw: Any) -> Sender:
     return Sender(
         settings, outbox, lambda: XConversionsClient(settings),
         lambda: TokenBucket(1_000_000), **kw,
@@ -212,3 +214,19 @@ def test_row_shape_is_what_trace_needs(base_config, fake_x):
     (row,) = outbox.rows("ord_0")
     assert isinstance(row, OutboxRow) and row.state == State.PENDING
     assert Conversion.from_record(row.record).conversion_id == "ord_0"
+
+
+def test_an_unreadable_stored_row_goes_dead_without_blocking_the_others(
+    base_config, fake_x, tmp_path
+):
+    settings = _settings(base_config, fake_x)
+    outbox = SQLiteOutbox(tmp_path / "o.sqlite3")
+    outbox.enqueue(_conversions(settings, 3), now=T0)
+    with sqlite3.connect(tmp_path / "o.sqlite3") as conn:  # e.g. written by a future version
+        conn.execute("UPDATE outbox SET record = '{\"v\": 99}' WHERE conversion_id = 'ord_1'")
+    _sender(settings, outbox).run(once=True)
+    assert set(fake_x.accepted_ids()) == {"ord_0", "ord_2"}
+    (row,) = outbox.rows("ord_1")
+    assert row.state == State.DEAD and row.last_code == "UNREADABLE_RECORD"
+    assert "record version 99" in str(row.last_error)
+    outbox.close()

@@ -166,6 +166,14 @@ class Sender:
                     raise
                 self._sleep(OUTBOX_ERROR_BACKOFF_SECONDS, stop_event)
                 continue
+            except Exception:
+                # A bug must not end delivery: the batch was handed back; try again shortly.
+                logger.exception("TrackLayer sender failed a delivery cycle; retrying")
+                if once:
+                    raise
+                self._sleep(min(OUTBOX_ERROR_BACKOFF_SECONDS, self.settings.retry_max_seconds),
+                            stop_event)
+                continue
             if handled:
                 continue
             if once:
@@ -206,20 +214,45 @@ class Sender:
         )
         if not rows:
             return 0
-        pending = list(_batches(rows, settings))
+        pending, unreadable = _batches(rows, settings)
+        if unreadable:
+            self._bury(owner, unreadable)
         try:
             while pending:
-                if stop is not None and stop.is_set() and pending:
+                if stop is not None and stop.is_set():
                     break
-                batch = pending.pop(0)
+                batch = pending[0]
                 self._deliver(
-                    owner, batch, remaining=[r.id for b in pending for r in b.rows], stop=stop
+                    owner, batch, remaining=[r.id for b in pending[1:] for r in b.rows],
+                    stop=stop,
                 )
+                pending.pop(0)
         finally:
+            # Stopping, or an unexpected error: unsent rows are due again at once (rows
+            # already recorded are no longer ours and are left alone).
             self._hand_back(owner, [row for batch in pending for row in batch.rows])
         with self.progress:
             self.progress.notify_all()
         return len(rows)
+
+    def _bury(self, owner: str, rows: list[tuple[OutboxRow, str]]) -> None:
+        """Rows whose stored record cannot be read back go ``dead`` at once, with the reason."""
+        now = self._clock()
+        entries = [
+            DeliveryLogEntry(
+                conversion_id=row.conversion_id, event=row.event, pixel_id=row.pixel_id,
+                attempt=row.attempts + 1, state=State.DEAD, started_at=now, finished_at=now,
+                error_code="UNREADABLE_RECORD", error_message=reason,
+            )
+            for row, reason in rows
+        ]
+        self.outbox.finish(
+            [RowUpdate(row.id, owner, State.DEAD, attempts=row.attempts,
+                       code="UNREADABLE_RECORD", error=reason) for row, reason in rows],
+            entries, now=now,
+        )
+        for entry in entries:
+            log_attempt(entry)
 
     def _hand_back(self, owner: str, rows: list[OutboxRow]) -> None:
         if not rows:
@@ -421,22 +454,29 @@ def _utc(epoch: float) -> datetime:
     return datetime.fromtimestamp(epoch, timezone.utc)
 
 
-def _batches(rows: list[OutboxRow], settings: TrackLayerSettings) -> list[_Batch]:
-    by_pixel: dict[str, list[OutboxRow]] = defaultdict(list)
+def _batches(
+    rows: list[OutboxRow], settings: TrackLayerSettings
+) -> tuple[list[_Batch], list[tuple[OutboxRow, str]]]:
+    """Rows grouped by pixel into batches of at most ``batch_size``, with their payloads;
+    and the rows whose record could not be turned back into a conversion."""
+    by_pixel: dict[str, list[tuple[OutboxRow, Conversion]]] = defaultdict(list)
+    unreadable: list[tuple[OutboxRow, str]] = []
     for row in rows:
-        by_pixel[row.pixel_id].append(row)
+        try:
+            by_pixel[row.pixel_id].append((row, Conversion.from_record(row.record)))
+        except Exception as exc:  # an old or damaged row must not block the others
+            unreadable.append((row, f"stored record unreadable: {type(exc).__name__}: {exc}"))
     batches = []
-    for pixel, pixel_rows in by_pixel.items():
-        for start in range(0, len(pixel_rows), settings.batch_size):
-            chunk = pixel_rows[start:start + settings.batch_size]
-            conversions = [Conversion.from_record(r.record) for r in chunk]
+    for pixel, pairs in by_pixel.items():
+        for start in range(0, len(pairs), settings.batch_size):
+            chunk = pairs[start:start + settings.batch_size]
             batches.append(_Batch(
                 pixel_id=pixel,
-                rows=chunk,
-                payloads=[c.to_x(send_external_id=settings.send_external_id) for c in conversions],
-                identifiers=[tuple(c.identifier_names()) for c in conversions],
+                rows=[row for row, _ in chunk],
+                payloads=[c.to_x(send_external_id=settings.send_external_id) for _, c in chunk],
+                identifiers=[tuple(c.identifier_names()) for _, c in chunk],
             ))
-    return batches
+    return batches, unreadable
 
 
 def _slice(batch: _Batch, start: int, end: int) -> _Batch:
