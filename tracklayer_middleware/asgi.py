@@ -150,7 +150,8 @@ class ScopeFacts:
     @property
     def query_string(self) -> str:
         """The raw query string."""
-        return str(self.scope.get("query_string", b"").decode("latin-1"))
+        query: bytes = self.scope.get("query_string", b"")
+        return query.decode("latin-1")
 
     @property
     def host(self) -> str:
@@ -175,10 +176,11 @@ class ScopeFacts:
     def header(self, name: str) -> str | None:
         """A header by lower-case name; repeated ones joined (cookies with ``; ``)."""
         wanted = name.encode("latin-1")  # ASGI header names are lower-case (as Starlette assumes)
-        values: list[bytes] = [v for k, v in self.scope["headers"] if k == wanted]
-        if not values:
-            return None
-        if len(values) == 1:
-            return values[0].decode("latin-1")
-        separator = b"; " if name == "cookie" else b", "
-        return separator.join(values).decode("latin-1")
+        found: bytes | None = None
+        for key, value in self.scope["headers"]:
+            if key == wanted:
+                if found is None:
+                    found = value
+                else:
+                    found += (b"; " if name == "cookie" else b", ") + value
+        return None if found is None else found.decode("latin-1")

@@ -161,7 +161,9 @@ class Tracker:
 
     def take(self) -> tuple[Conversion, ...]:
         """Return the queued conversions and empty the queue (middleware use)."""
-        pending = self.pending
+        if self._pending is None:
+            return ()
+        pending = tuple(self._pending.values())
         self._pending = None
         return pending
 
