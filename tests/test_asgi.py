@@ -646,3 +646,25 @@ def test_client_has_the_response_before_the_handoff_on_a_real_server(make_engine
         server.should_exit = True
         thread.join(10)
         listener.close()
+
+
+async def test_cookie_split_over_several_headers_is_read(make_engine: Any) -> None:
+    engine = make_engine()
+    value = engine.codec.dumps_cookie(Attribution.capture("splitclick"))
+    seen: list[Any] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        seen.append(scope["tracklayer.tracker"].attribution)
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    async def receive() -> Any:
+        return {"type": "http.request", "body": b""}
+
+    async def send(message: Any) -> None:
+        pass
+
+    headers = [(b"cookie", b"a=1"), (b"cookie", f"tl_attr={value}".encode()), (b"cookie", b"b=2")]
+    scope = {"type": "http", "method": "GET", "path": "/", "query_string": b"", "headers": headers}
+    await TrackLayerMiddleware(app, engine)(scope, receive, send)
+    assert seen[0].twclid == "splitclick"
