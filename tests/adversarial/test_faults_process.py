@@ -222,13 +222,6 @@ class FlakyClient:
         self.real.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (delivery/sender.py Sender.run): an unexpected exception in a cycle ends the "
-    "sender thread; its batch stays in_flight and nothing restarts the thread until the next "
-    "convert()/flush() wake, so flush() waits forever. Fix: catch Exception per cycle, log "
-    "it, back off, continue (the batch comes back at lease expiry).",
-)
 def test_sender_cycle_raising_does_not_stop_delivery(
     make_settings: Any, xapi: FakeXConversionsAPI, ledger: Ledger
 ) -> None:
