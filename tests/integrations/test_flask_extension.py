@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -69,7 +70,7 @@ def test_app_factory_keeps_state_on_the_app() -> None:
         extension.init_app(app)
     assert first.extensions["tracklayer"] is not second.extensions["tracklayer"]
     with second.app_context():
-        assert extension.engine is second.extensions["tracklayer"]
+        assert extension.engine is second.extensions["tracklayer"].engine
     for app in (first, second):
         get_engine(app).close(timeout=1)
 
@@ -164,3 +165,19 @@ def test_tracklayer_config_must_be_a_dict() -> None:
     app.config["TRACKLAYER"] = "o1a2b"
     with pytest.raises(ConfigurationError, match=r"must be a dict, not str"):
         TrackLayer(app)
+
+
+def test_engine_starts_on_first_use_not_at_init_app(
+    make_app: Callable[..., Flask], fake_x: FakeXConversionsAPI, tmp_path: Path
+) -> None:
+    outbox = f"sqlite:///{tmp_path / 'outbox.sqlite3'}"
+    backlog = make_app(fake_x, outbox=outbox, delivery="worker")  # queues, never sends
+    get_engine(backlog).convert("purchase", conversion_id="ord_9_purchase", value=1.0,
+                                currency="USD", email="a@example.com")
+    app = make_app(fake_x, outbox=outbox)  # a sending app over that backlog
+    status = app.test_cli_runner().invoke(args=["tracklayer", "status", "--json"])
+    assert '"pending": 1' in status.output
+    assert "not built yet" in repr(app.extensions["tracklayer"])
+    assert fake_x.requests == []  # neither init_app nor `flask tracklayer status` sent it
+    assert get_engine(app).flush(10)
+    assert fake_x.accepted_ids() == {"ord_9_purchase": 1}

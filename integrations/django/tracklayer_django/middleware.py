@@ -30,6 +30,7 @@ from django.http import (
 from tracklayer_middleware.gateway import MAX_BODY, RequestGateway
 from tracklayer_middleware.tracker import Tracker, activate, deactivate
 
+from .conf import conf
 from .engine import get_engine
 
 
@@ -44,7 +45,10 @@ class TrackLayerMiddleware:
         self.async_mode = iscoroutinefunction(get_response)
         if self.async_mode:
             markcoroutinefunction(self)
-        self._gateway = RequestGateway(get_engine())  # a broken config fails at start-up
+        # A broken config fails at start-up; the engine is built on the first request, in the
+        # serving process (not in a pre-forking server's master).
+        conf.build()
+        self._gateway: RequestGateway | None = None
 
     def __repr__(self) -> str:
         return f"<TrackLayerMiddleware get_response={self.get_response!r}>"
@@ -53,9 +57,10 @@ class TrackLayerMiddleware:
     def gateway(self) -> RequestGateway:
         """The gateway of the current engine (rebuilt when settings changed, e.g. in tests)."""
         engine = get_engine()
-        if self._gateway.engine is not engine:
-            self._gateway = RequestGateway(engine)
-        return self._gateway
+        gateway = self._gateway
+        if gateway is None or gateway.engine is not engine:
+            gateway = self._gateway = RequestGateway(engine)
+        return gateway
 
     def __call__(self, request: HttpRequest) -> Any:
         if self.async_mode:

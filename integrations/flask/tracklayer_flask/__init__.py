@@ -18,10 +18,17 @@ Views call ``request.tracker.convert("purchase", conversion_id=..., ...)``; temp
 
 from tracklayer_middleware.tracker import current_tracker
 
-from .extension import TrackLayer, get_engine, tracklayer_landing_script, tracklayer_pixel
+from .extension import (
+    TrackLayer,
+    TrackLayerState,
+    get_engine,
+    tracklayer_landing_script,
+    tracklayer_pixel,
+)
 
 __all__ = [
     "TrackLayer",
+    "TrackLayerState",
     "current_tracker",
     "get_engine",
     "tracklayer_landing_script",

@@ -18,5 +18,6 @@ from tracklayer_middleware.cli import main
 @with_appcontext
 def tracklayer_command(args: tuple[str, ...]) -> None:
     """Inspect and operate TrackLayer delivery: status, trace, doctor, worker, ..."""
-    engine = current_app.extensions["tracklayer"]
-    raise SystemExit(main(list(args), engine=engine, prog="flask tracklayer"))
+    # Settings, not the engine: looking at the queue must not start a sender in this process.
+    settings = current_app.extensions["tracklayer"].settings
+    raise SystemExit(main(list(args), settings=settings, prog="flask tracklayer"))

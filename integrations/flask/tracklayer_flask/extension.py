@@ -1,16 +1,18 @@
 """The Flask extension: ``TrackLayer(app)`` or ``TrackLayer()`` + ``init_app(app)``.
 
-Per app it builds one engine from ``app.config`` (kept in ``app.extensions["tracklayer"]``),
-wraps ``app.wsgi_app`` with the core WSGI middleware (landing capture, the attribution
-endpoint, and the hand-off of conversions when the server closes the response), puts the
+Per app it validates the settings from ``app.config`` at once, keeps a ``TrackLayerState`` in
+``app.extensions["tracklayer"]`` that builds the engine on first use, wraps ``app.wsgi_app``
+with the core WSGI middleware (landing capture, the attribution endpoint, and the hand-off of
+conversions when the server closes the response), puts the
 request's tracker on ``request.tracker``, adds the Jinja globals ``tracklayer_pixel()`` and
 ``tracklayer_landing_script()``, and the ``flask tracklayer`` command group.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flask import Flask, current_app, has_request_context, request
 from markupsafe import Markup
@@ -24,6 +26,9 @@ from tracklayer_middleware.tracker import Tracker
 from tracklayer_middleware.wsgi import TrackLayerWSGIMiddleware
 
 from .cli import tracklayer_command
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
 EXTENSION_KEY = "tracklayer"
 TRACKER_ENVIRON_KEY = "tracklayer.tracker"
@@ -44,17 +49,21 @@ class TrackLayer:
             self.init_app(app)
 
     def init_app(self, app: Flask, **overrides: Any) -> None:
-        """Install TrackLayer on ``app``; raises ``RuntimeError`` if it already has it."""
+        """Install TrackLayer on ``app``; raises ``RuntimeError`` if it already has it.
+
+        Settings are validated now (``ConfigurationError``); the engine is built on first use,
+        so ``flask`` commands and a pre-forking server's master never start a sender.
+        """
         if EXTENSION_KEY in app.extensions:
             raise RuntimeError(
                 f"TrackLayer is already installed on the Flask app {app.name!r}. Call "
                 "TrackLayer(app) or init_app(app) once per app, and use "
-                "current_app.extensions['tracklayer'] (or TrackLayer.engine) elsewhere."
+                "tracklayer_flask.get_engine() (or TrackLayer.engine) elsewhere."
             )
-        settings = settings_from_config(app, **{**self._overrides, **overrides})
-        engine = Engine(settings)
-        app.extensions[EXTENSION_KEY] = engine
-        app.wsgi_app = TrackLayerWSGIMiddleware(app.wsgi_app, engine)  # type: ignore[method-assign]
+        state = TrackLayerState(settings_from_config(app, **{**self._overrides, **overrides}),
+                                app.wsgi_app)
+        app.extensions[EXTENSION_KEY] = state
+        app.wsgi_app = state  # type: ignore[method-assign]
         app.before_request(_attach_tracker)
         app.add_template_global(tracklayer_pixel)
         app.add_template_global(tracklayer_landing_script)
@@ -64,6 +73,46 @@ class TrackLayer:
     def engine(self) -> Engine:
         """The current app's engine: ``convert()`` out of requests, ``flush()``, ``stats()``."""
         return get_engine()
+
+
+class TrackLayerState:
+    """What ``init_app`` keeps in ``app.extensions["tracklayer"]``; also the app's WSGI entry.
+
+    The engine and the core WSGI middleware (landing capture, the attribution endpoint, the
+    hand-off when the server closes the response) are built on the first request or
+    ``get_engine()`` call, in the process that serves.
+    """
+
+    def __init__(self, settings: TrackLayerSettings, wsgi_app: WSGIApplication) -> None:
+        self.settings = settings
+        self._wsgi_app = wsgi_app
+        self._middleware: TrackLayerWSGIMiddleware | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def engine(self) -> Engine:
+        """The app's engine (built now if it was not yet)."""
+        return self.middleware.engine
+
+    @property
+    def middleware(self) -> TrackLayerWSGIMiddleware:
+        """The core WSGI middleware around the app's original ``wsgi_app``."""
+        middleware = self._middleware
+        if middleware is None:
+            with self._lock:
+                if self._middleware is None:
+                    self._middleware = TrackLayerWSGIMiddleware(
+                        self._wsgi_app, Engine(self.settings)
+                    )
+                middleware = self._middleware
+        return middleware
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        return self.middleware(environ, start_response)
+
+    def __repr__(self) -> str:
+        built = "built" if self._middleware is not None else "not built yet"
+        return f"<TrackLayerState pixel={self.settings.pixel_id} engine {built}>"
 
 
 def settings_from_config(app: Flask, **overrides: Any) -> TrackLayerSettings:
@@ -84,14 +133,13 @@ def settings_from_config(app: Flask, **overrides: Any) -> TrackLayerSettings:
 def get_engine(app: Flask | None = None) -> Engine:
     """The engine of ``app`` (default: ``current_app``)."""
     app = app or current_app
-    try:
-        engine: Engine = app.extensions[EXTENSION_KEY]
-    except KeyError:
+    state = app.extensions.get(EXTENSION_KEY)
+    if not isinstance(state, TrackLayerState):
         raise RuntimeError(
             f"TrackLayer is not installed on the Flask app {app.name!r}: call "
             "TrackLayer(app) or TrackLayer().init_app(app) in your app factory."
-        ) from None
-    return engine
+        )
+    return state.engine
 
 
 def tracklayer_pixel(
@@ -112,7 +160,8 @@ def tracklayer_pixel(
 
 def tracklayer_landing_script(nonce: str | None = None) -> Markup:
     """Jinja global: the guide's landing snippet, reporting ``twclid`` and consent."""
-    return Markup(render_landing_script(get_engine().settings, nonce=_nonce(nonce)))
+    state: TrackLayerState = current_app.extensions[EXTENSION_KEY]
+    return Markup(render_landing_script(state.settings, nonce=_nonce(nonce)))
 
 
 def _attach_tracker() -> None:

@@ -1,7 +1,7 @@
 """``python manage.py tracklayer <command>``: the ``tracklayer`` CLI on this project's settings.
 
 Every argument after ``tracklayer`` goes to the CLI unchanged (``status``, ``trace ID``,
-``doctor``, ``worker``, ``--json``, ``--help`` ...), which runs on the engine the site uses.
+``doctor``, ``worker``, ``--json``, ``--help`` ...), which runs on the site's settings.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from django.core.management.base import BaseCommand, CommandParser
 from tracklayer_middleware.cli import EXIT_USAGE, main
 from tracklayer_middleware.errors import ConfigurationError
 
-from ...engine import get_engine
+from ...conf import conf
 
 PROG = "manage.py tracklayer"
 
@@ -42,12 +42,16 @@ class Command(BaseCommand):
 
 
 def run(argv: list[str], stdout: TextIO, stderr: TextIO) -> int:
-    """Run one CLI command on the site's engine; exit code as the ``tracklayer`` command's."""
+    """Run one CLI command on the site's settings; exit code as the ``tracklayer`` command's.
+
+    The CLI gets settings, not the engine: looking at the queue must not start a sender here
+    (``worker`` builds its own).
+    """
     try:
-        engine = get_engine()
+        settings = conf.build()
     except ConfigurationError as exc:
         stderr.write(f"{PROG}: settings.TRACKLAYER is invalid (see `manage.py check`)\n")
         for problem in exc.problems:
             stderr.write(f"  - {problem}\n")
         return EXIT_USAGE
-    return main(argv, engine=engine, prog=PROG, stdout=stdout, stderr=stderr)
+    return main(argv, settings=settings, prog=PROG, stdout=stdout, stderr=stderr)
