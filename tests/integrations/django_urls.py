@@ -1,6 +1,6 @@
 """Views for the Django integration tests: sync, async, streaming and failing ones."""
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.template import engines
@@ -52,6 +52,19 @@ def streaming_view(request: HttpRequest) -> StreamingHttpResponse:
     return StreamingHttpResponse(body())
 
 
+async def async_streaming_view(request: HttpRequest) -> StreamingHttpResponse:
+    which = "broken" if request.GET.get("fail") else "ok"
+    request.tracker.convert("lead", conversion_id=f"lead_astream_{which}", email="a@example.com")
+
+    async def body() -> AsyncIterator[bytes]:
+        yield b"part one\n"
+        if request.GET.get("fail"):
+            raise RuntimeError("stream broke")
+        yield b"part two\n"
+
+    return StreamingHttpResponse(body())
+
+
 def consent_from_session(request: HttpRequest) -> dict[str, str]:
     """A ``consent_resolver`` reading the CMP's answer from the session (sync-only API)."""
     return {"adStorage": request.session.get("ad_storage", "granted"), "adUserData": "granted"}
@@ -62,5 +75,6 @@ urlpatterns = [
     path("async/", async_view),
     path("fail/", failing_view),
     path("stream/", streaming_view),
+    path("astream/", async_streaming_view),
     path("shop/", include("examples.django_shop.shop.urls")),
 ]

@@ -224,3 +224,16 @@ def test_file_response_keeps_sendfile_and_hands_off_at_close(
     response.close()
     assert engine().flush(10)
     assert fake_x.accepted_ids() == {"lead_file": 1}
+
+
+@pytest.mark.anyio
+async def test_async_streaming_response_hands_off_after_its_end_only(
+    asgi_client: httpx.AsyncClient, fake_x: FakeXConversionsAPI
+) -> None:
+    async with asgi_client:
+        ok = await asgi_client.get("/astream/")
+        assert ok.text == "part one\npart two\n"
+        with pytest.raises(RuntimeError, match="stream broke"):
+            await asgi_client.get("/astream/?fail=1")
+    assert engine().flush(10)
+    assert fake_x.accepted_ids() == {"lead_astream_ok": 1}  # the broken stream's was dropped
