@@ -53,6 +53,7 @@ def test_good_report_control_case(shop: Shop) -> None:
         pytest.param(b"\xff\xfe{}", id="non-utf8"),
         pytest.param(b"[" * 4000 + b"]" * 4000, id="deep-nesting"),
         pytest.param(b'{"twclid": NaN}', id="nan-literal"),
+        pytest.param(b'{"twclid": ' + b"9" * 5000 + b"}", id="5000-digit-int"),
     ],
 )
 def test_bad_json(shop: Shop, body: bytes) -> None:
@@ -187,3 +188,18 @@ def test_browser_cannot_choose_pixel_or_endpoint(shop: Shop) -> None:
     assert response.status_code in (204, 400)
     assert shop.engine.settings.pixel_id == "o1a2b"
     assert shop.engine.settings.api_base_url.startswith("http://127.0.0.1:")
+
+
+def test_lone_surrogates_in_every_field(shop: Shop) -> None:
+    body = (b'{"twclid": "abc\\ud800", "landingUrl": "https://shop.test/\\udfff",'
+            b' "consent": {"adStorage": "\\ud800granted"}}')
+    refused(shop.report(content=body, headers={"content-type": "application/json"}), 400)
+
+
+def test_lone_surrogate_only_in_the_landing_url(shop: Shop) -> None:
+    body = b'{"twclid": "29q0w6g2k2m4a", "landingUrl": "https://shop.test/\\ud800x"}'
+    response = shop.report(content=body, headers={"content-type": "application/json"})
+    if response.status_code == 400:
+        refused(response, 400)
+    else:
+        assert stored(shop, response).landing_url in (None, "https://shop.test/%ED%A0%80x")
