@@ -12,7 +12,7 @@ import anyio
 import httpx
 import pytest
 
-from tests.adversarial.conftest import Ledger, Shop, shop_app
+from tests.adversarial.conftest import Ledger, Observed, Shop, shop_app
 from tracklayer_middleware.asgi import TrackLayerMiddleware
 from tracklayer_middleware.engine import TrackLayer
 from tracklayer_middleware.testing import FakeXConversionsAPI
@@ -179,3 +179,25 @@ def _click() -> Any:
 
 
 CLICK = _click()
+
+
+def _broken_resolver(request: Any) -> Any:
+    raise RuntimeError("the CMP's cookie could not be parsed")
+
+
+@pytest.mark.parametrize("resolver", [_broken_resolver, lambda request: "yes please"],
+                         ids=["raises", "garbage"])
+def test_consent_resolver_failing(
+    make_engine: Callable[..., TrackLayer],
+    observed: Observed,
+    xapi: FakeXConversionsAPI,
+    ledger: Ledger,
+    resolver: Callable[[Any], Any],
+) -> None:
+    """The site's consent hook breaks: pages are still served, consent reads as unknown
+    (not required here, so the confirmed order is still sent, once)."""
+    shop = Shop(make_engine(consent_resolver=resolver), observed)
+    assert shop.get("/pricing?twclid=resolverclick").status_code == 200
+    assert shop.post("/checkout", json=order("resolver_1")).status_code == 200
+    assert shop.engine.flush(timeout=30)
+    ledger.account({"resolver_1"}, xapi.accepted_ids().elements())

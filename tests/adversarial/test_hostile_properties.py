@@ -161,3 +161,38 @@ def test_decimal_and_float_extremes_are_refused_cleanly(tmp_path: Path) -> None:
         observed.calls(build_conversion, settings_, "purchase", conversion_id="c",
                        attribution="abc", value=value)
     assert observed.server_errors == 0
+
+
+TRACKER_FIELDS = {k: v for k, v in CONVERT_FIELDS.items() if k != "attribution"}
+
+
+@HOSTILE
+@given(
+    calls=st.lists(
+        st.fixed_dictionaries({"conversion_id": CONVERSION_IDS},
+                              optional=TRACKER_FIELDS),  # type: ignore[arg-type]
+        min_size=1, max_size=4,
+    )
+)
+def test_request_tracker_convert_is_a_conversion_or_a_trackLayer_error(
+    tmp_path: Path, calls: list[dict[str, Any]]
+) -> None:
+    """A view's ``request.tracker.convert()`` with any field values: a ``Conversion`` (queued
+    once per id) or a ``TrackLayerError``; the queue only ever holds valid conversions."""
+    from tracklayer_middleware.attribution import Attribution
+    from tracklayer_middleware.consent import Consent
+    from tracklayer_middleware.engine import TrackLayer
+
+    engine = TrackLayer(TrackLayerSettings.from_mapping(base_config(tmp_path, outbox="memory")))
+    try:
+        click = Attribution.capture("29q0w6g2k2m4a", "https://shop.test/", Consent(True, True))
+        tracker = engine.tracker(attribution=click)
+        observed = Observed()
+        for fields in calls:
+            observed.calls(tracker.convert, "purchase", **fields)
+        ids = [c.conversion_id for c in tracker.pending]
+        assert len(ids) == len(set(ids))
+        for conversion in tracker.pending:
+            json.dumps(conversion.to_x(), allow_nan=False)
+    finally:
+        engine.close(timeout=0)
