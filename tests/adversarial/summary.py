@@ -84,9 +84,24 @@ class ReliabilityTally:
         ]
         return "; ".join(parts)
 
+    def by_file(self) -> list[str]:
+        """One line per test file: how many cases of each kind ran there."""
+        files: dict[str, Counter[str]] = {}
+        for nodeid, case in self.cases.items():
+            if case.outcome != "skipped":
+                files.setdefault(nodeid.split("::")[0], Counter())[case.kind] += 1
+        words = {INPUT: "bad inputs", FAULT: "faults", LEAK: "leak scans"}
+        return [
+            f"  {path}: " + ", ".join(f"{n} {words[kind]}" for kind, n in sorted(kinds.items()))
+            for path, kinds in sorted(files.items())
+        ]
+
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         if self.cases:
             terminalreporter.write_sep("=", "tracklayer reliability (tests/adversarial)")
+            if terminalreporter.verbosity > 0:
+                for row in self.by_file():
+                    terminalreporter.write_line(row)
             terminalreporter.write_line(self.line())
 
 
