@@ -296,15 +296,13 @@ def test_proxy_forwarded_host_counts_only_from_trusted_peers(shell: Any) -> None
     assert post(untrusting, origin="https://www.shop.test", headers=forwarded).status_code == 403
 
 
-# ---------------------------------------------------------------- reading limits
-def test_asgi_reads_no_more_than_the_limit(make_engine: Any) -> None:
-    app = TrackLayerMiddleware(asgi_app_never_called, make_engine())
-    received: list[int] = []
-    sent: list[dict[str, Any]] = []
+# ---------------------------------------------------------------- raw server calls
+REPORT_HEADERS = {"host": "shop.test", "origin": SITE, "content-type": "application/json"}
 
-    async def receive() -> dict[str, Any]:
-        received.append(1024)
-        return {"type": "http.request", "body": b"x" * 1024, "more_body": True}  # endless
+
+def raw_asgi_report(engine: Any, receive: Any, **headers: str) -> list[dict[str, Any]]:
+    """POST a report straight into TrackLayerMiddleware as a server would; the sent messages."""
+    sent: list[dict[str, Any]] = []
 
     async def send(message: dict[str, Any]) -> None:
         sent.append(message)
@@ -316,12 +314,40 @@ def test_asgi_reads_no_more_than_the_limit(make_engine: Any) -> None:
         "path": PATH,
         "query_string": b"",
         "headers": [
-            (b"host", b"shop.test"),
-            (b"origin", SITE.encode()),
-            (b"content-type", b"application/json"),
+            (k.replace("_", "-").encode(), v.encode("latin-1"))
+            for k, v in {**REPORT_HEADERS, **headers}.items()
         ],
     }
-    anyio.run(app, scope, receive, send)
+    anyio.run(TrackLayerMiddleware(asgi_app_never_called, engine), scope, receive, send)
+    return sent
+
+
+def raw_wsgi_report(engine: Any, wsgi_input: Any, **environ: Any) -> tuple[list[str], bytes]:
+    """POST a report straight into TrackLayerWSGIMiddleware; (status lines, body)."""
+    statuses: list[str] = []
+    base = {
+        "REQUEST_METHOD": "POST",
+        "PATH_INFO": PATH,
+        "HTTP_HOST": "shop.test",
+        "HTTP_ORIGIN": SITE,
+        "CONTENT_TYPE": "application/json",
+        "wsgi.url_scheme": "http",
+        "wsgi.input": wsgi_input,
+        **environ,
+    }
+    app = TrackLayerWSGIMiddleware(wsgi_app_never_called, engine)
+    body = b"".join(app(base, lambda status, headers, exc_info=None: statuses.append(status)))
+    return statuses, body
+
+
+def test_asgi_reads_no_more_than_the_limit(make_engine: Any) -> None:
+    received: list[int] = []
+
+    async def receive() -> dict[str, Any]:
+        received.append(1024)
+        return {"type": "http.request", "body": b"x" * 1024, "more_body": True}  # endless
+
+    sent = raw_asgi_report(make_engine(), receive)
     assert sum(received) <= MAX_BODY + 1024
     assert sent[0]["status"] == 413
 
@@ -335,19 +361,9 @@ def test_wsgi_reads_no_more_than_the_limit(make_engine: Any) -> None:
             EndlessInput.read_total += size
             return b"x" * size
 
-    app = TrackLayerWSGIMiddleware(wsgi_app_never_called, make_engine())
-    statuses: list[str] = []
-    environ = {
-        "REQUEST_METHOD": "POST",
-        "PATH_INFO": PATH,
-        "HTTP_HOST": "shop.test",
-        "HTTP_ORIGIN": SITE,
-        "CONTENT_TYPE": "application/json",
-        "wsgi.url_scheme": "http",
-        "wsgi.input": EndlessInput(),
-        "wsgi.input_terminated": True,
-    }
-    body = b"".join(app(environ, lambda status, headers, exc_info=None: statuses.append(status)))
+    statuses, body = raw_wsgi_report(
+        make_engine(), EndlessInput(), **{"wsgi.input_terminated": True}
+    )
     assert statuses == ["413 Request Entity Too Large"]
     assert EndlessInput.read_total == MAX_BODY + 1
     assert b"8192" in body
@@ -356,40 +372,10 @@ def test_wsgi_reads_no_more_than_the_limit(make_engine: Any) -> None:
 @pytest.mark.parametrize("length", ["abc", "-1", "1e3", "\u00b2", "9" * 40, "1" * 5000])
 def test_malformed_content_length_is_400_in_both_shells(make_engine: Any, length: str) -> None:
     engine = make_engine()
-    sent: list[dict[str, Any]] = []
 
     async def receive() -> dict[str, Any]:
         return {"type": "http.request", "body": b"{}", "more_body": False}
 
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
-
-    headers = {"host": "shop.test", "origin": SITE, "content-type": "application/json"}
-    scope = {
-        "type": "http",
-        "method": "POST",
-        "scheme": "http",
-        "path": PATH,
-        "query_string": b"",
-        "headers": [
-            (k.encode(), v.encode("latin-1"))
-            for k, v in {**headers, "content-length": length}.items()
-        ],
-    }
-    anyio.run(TrackLayerMiddleware(asgi_app_never_called, engine), scope, receive, send)
-    assert sent[0]["status"] == 400
-
-    statuses: list[str] = []
-    environ = {
-        "REQUEST_METHOD": "POST",
-        "PATH_INFO": PATH,
-        "HTTP_HOST": "shop.test",
-        "HTTP_ORIGIN": SITE,
-        "CONTENT_TYPE": "application/json",
-        "CONTENT_LENGTH": length,
-        "wsgi.url_scheme": "http",
-        "wsgi.input": io.BytesIO(b"{}"),
-    }
-    app = TrackLayerWSGIMiddleware(wsgi_app_never_called, engine)
-    b"".join(app(environ, lambda status, headers, exc_info=None: statuses.append(status)))
+    assert raw_asgi_report(engine, receive, content_length=length)[0]["status"] == 400
+    statuses, _ = raw_wsgi_report(engine, io.BytesIO(b"{}"), CONTENT_LENGTH=length)
     assert statuses == ["400 Bad Request"]
