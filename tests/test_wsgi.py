@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import sys
@@ -10,6 +11,7 @@ from collections.abc import Iterator
 from typing import Any
 from urllib.parse import parse_qs
 from wsgiref.simple_server import WSGIRequestHandler, make_server
+from wsgiref.util import FileWrapper
 
 import httpx
 import pytest
@@ -274,3 +276,24 @@ def test_real_server_closes_and_hands_off(make_engine: Any) -> None:
     assert response.headers["set-cookie"].startswith("tl_attr=")
     (row,) = engine.outbox.rows("ord_1")
     assert row.record["twclid"] == "realclick"
+
+
+def test_file_responses_keep_the_servers_file_wrapper(make_engine: Any) -> None:
+    engine = make_engine()
+    seen: list[Any] = []
+
+    def app(environ: Any, start_response: Any) -> Any:
+        if "buy" in environ["PATH_INFO"]:
+            environ["tracklayer.tracker"].convert("lead", conversion_id="l_file", email="a@b.c")
+        start_response("200 OK", [("Content-Type", "application/pdf")])
+        seen.append(environ["wsgi.file_wrapper"](io.BytesIO(b"%PDF")))
+        return seen[-1]
+
+    middleware = TrackLayerWSGIMiddleware(app, engine)
+    _, plain = call(middleware, "/receipt.pdf", **{"wsgi.file_wrapper": FileWrapper})
+    assert plain is seen[0] and current_tracker() is None  # sendfile still possible
+    _, converted = call(middleware, "/buy/receipt.pdf", **{"wsgi.file_wrapper": FileWrapper})
+    assert converted is not seen[1] and b"".join(converted) == b"%PDF"
+    assert engine.outbox.rows("l_file") == []
+    converted.close()
+    assert len(engine.outbox.rows("l_file")) == 1

@@ -68,6 +68,16 @@ class TrackLayerWSGIMiddleware:
         except BaseException as exc:
             _end_request(gateway, tracker, token, status, complete=False, error=exc)
             raise
+        file_wrapper = environ.get("wsgi.file_wrapper")
+        if (
+            isinstance(file_wrapper, type)
+            and isinstance(iterable, file_wrapper)
+            and not tracker.has_pending
+        ):
+            # A file (send_file, whitenoise) with nothing to hand off: keep the server's
+            # sendfile path, which only works on its own wrapper type.
+            _end_request(gateway, tracker, token, status, complete=True, error=None)
+            return iterable
         response_class = SizedClosingResponse if hasattr(iterable, "__len__") else ClosingResponse
         return response_class(iterable, gateway, tracker, token, status)
 
