@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 
 from tests.adversarial.conftest import Observed
-from tracklayer_middleware.conversion import Conversion, build_conversion
+from tracklayer_middleware.conversion import Conversion
+from tracklayer_middleware.engine import TrackLayer
 from tracklayer_middleware.errors import ConversionError
-from tracklayer_middleware.settings import TrackLayerSettings
 
 pytestmark = pytest.mark.adversarial_input
 
@@ -25,13 +25,16 @@ Convert = Callable[..., Any]
 
 
 @pytest.fixture
-def convert(make_settings: Callable[..., TrackLayerSettings], observed: Observed) -> Convert:
-    settings = make_settings()
+def convert(engine: TrackLayer, observed: Observed) -> Convert:
+    """``tracklayer.convert()`` on a real engine; a refusal must leave the outbox empty."""
 
     def call(event: str = "purchase", **fields: Any) -> Any:
         fields.setdefault("conversion_id", "ord_1_purchase")
         fields.setdefault("attribution", "29q0w6g2k2m4a")
-        return observed.calls(build_conversion, settings, event, **fields)
+        outcome = observed.calls(engine.convert, event, **fields)
+        if isinstance(outcome, ConversionError):
+            assert not any(engine.stats()["by_state"].values()), "a refused call stored a row"
+        return outcome
 
     return call
 
