@@ -3,17 +3,17 @@
 # headless chromium (browser tests), redis-server and PostgreSQL (scale-out tests).
 # Usage: services.sh up|down
 #
-# `up` starts throwaway servers on loopback only (data under $TRACKLAYER_SERVICES_DIR,
+# `up` starts throwaway servers on loopback only (data under $TLTEST_SERVICES_DIR,
 # default /tmp/tracklayer-services) and writes .ci/services.env, which tests/scaleout reads:
-#   TRACKLAYER_TEST_REDIS_URL, TRACKLAYER_TEST_POSTGRES_DSN (+ PG* pieces).
+#   TLTEST_REDIS_URL, TLTEST_POSTGRES_DSN (+ PG* pieces).
 # It is idempotent: servers already answering on the ports are reused. `down` stops what `up`
 # started and deletes its data.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 env_file="$here/services.env"
-state="${TRACKLAYER_SERVICES_DIR:-/tmp/tracklayer-services}"
-redis_port="${TRACKLAYER_REDIS_PORT:-6390}"
-pg_port="${TRACKLAYER_PG_PORT:-5439}"
+state="${TLTEST_SERVICES_DIR:-/tmp/tracklayer-services}"
+redis_port="${TLTEST_REDIS_PORT:-6390}"
+pg_port="${TLTEST_PG_PORT:-5439}"
 pg_user=tracklayer
 pg_db=tracklayer
 
@@ -88,8 +88,8 @@ pg_up() {
 
 write_env() {
   cat >"$env_file" <<EOF
-TRACKLAYER_TEST_REDIS_URL=redis://127.0.0.1:$redis_port/0
-TRACKLAYER_TEST_POSTGRES_DSN=postgresql://$pg_user:$pg_user@127.0.0.1:$pg_port/$pg_db
+TLTEST_REDIS_URL=redis://127.0.0.1:$redis_port/0
+TLTEST_POSTGRES_DSN=postgresql://$pg_user:$pg_user@127.0.0.1:$pg_port/$pg_db
 PGHOST=127.0.0.1
 PGPORT=$pg_port
 PGUSER=$pg_user

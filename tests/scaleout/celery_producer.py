@@ -1,7 +1,7 @@
 """One web process of the scale-out tests: converts the ids given on the command line.
 
 ``python -m tests.scaleout.celery_producer ID...`` — uses the engine exactly as a web host in
-``delivery="celery"`` mode does (settings from ``TRACKLAYER_TEST_SETTINGS``), then prints the
+``delivery="celery"`` mode does (settings from ``TLTEST_SETTINGS``), then prints the
 ids whose ``convert()`` was new here.
 """
 
@@ -15,7 +15,7 @@ from tracklayer_middleware.engine import TrackLayer
 
 
 def main(ids: list[str]) -> None:
-    engine = TrackLayer(json.loads(os.environ["TRACKLAYER_TEST_SETTINGS"]))
+    engine = TrackLayer(json.loads(os.environ["TLTEST_SETTINGS"]))
     for conversion_id in ids:
         engine.convert("purchase", conversion_id=conversion_id, value=10.0, currency="USD",
                        email=f"{conversion_id}@example.com")

@@ -2,8 +2,8 @@
 
 ``celery -A tests.scaleout.celery_worker_app worker ...``; producers import it too (as
 ``celery_app="tests.scaleout.celery_worker_app:app"``). Configured by environment:
-``TRACKLAYER_TEST_REDIS_URL`` (broker + shared store), ``TRACKLAYER_TEST_QUEUE`` (one queue per
-test), ``TRACKLAYER_TEST_SETTINGS`` (JSON for ``TrackLayerSettings.from_mapping``).
+``TLTEST_REDIS_URL`` (broker + shared store), ``TLTEST_QUEUE`` (one queue per
+test), ``TLTEST_SETTINGS`` (JSON for ``TrackLayerSettings.from_mapping``).
 
 Two test hooks, both signals so the task itself is the production one:
 * on ``worker_ready`` the worker pushes its pid to ``<queue>:ready``;
@@ -23,8 +23,8 @@ from celery import Celery, signals
 from tracklayer_middleware.delivery.celery_backend import register_task
 from tracklayer_middleware.settings import TrackLayerSettings
 
-REDIS_URL = os.environ["TRACKLAYER_TEST_REDIS_URL"]
-QUEUE = os.environ["TRACKLAYER_TEST_QUEUE"]
+REDIS_URL = os.environ["TLTEST_REDIS_URL"]
+QUEUE = os.environ["TLTEST_QUEUE"]
 
 app = Celery("tracklayer-tests", broker=REDIS_URL, set_as_current=True)
 app.conf.update(
@@ -34,7 +34,7 @@ app.conf.update(
     broker_connection_retry_on_startup=True,
     broker_transport_options={"visibility_timeout": 60},
 )
-settings = TrackLayerSettings.from_mapping(json.loads(os.environ["TRACKLAYER_TEST_SETTINGS"]))
+settings = TrackLayerSettings.from_mapping(json.loads(os.environ["TLTEST_SETTINGS"]))
 deliver = register_task(app, settings)
 
 

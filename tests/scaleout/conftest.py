@@ -26,7 +26,7 @@ def service_env() -> dict[str, str]:
             key, sep, value = line.partition("=")
             if sep and not key.startswith("#"):
                 values[key.strip()] = value.strip()
-    values.update({k: v for k, v in os.environ.items() if k.startswith(("TRACKLAYER_TEST_", "PG"))})
+    values.update({k: v for k, v in os.environ.items() if k.startswith(("TLTEST_", "PG"))})
     return values
 
 
@@ -35,7 +35,7 @@ def redis_url() -> str:
     """URL of a live Redis on loopback, or skip."""
     import redis
 
-    url = service_env().get("TRACKLAYER_TEST_REDIS_URL", "redis://127.0.0.1:6390/0")
+    url = service_env().get("TLTEST_REDIS_URL", "redis://127.0.0.1:6390/0")
     client = redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=2)
     try:
         client.ping()
@@ -62,7 +62,7 @@ def postgres_dsn() -> str:
     import psycopg
 
     dsn = service_env().get(
-        "TRACKLAYER_TEST_POSTGRES_DSN",
+        "TLTEST_POSTGRES_DSN",
         "postgresql://tracklayer:tracklayer@127.0.0.1:5439/tracklayer",
     )
     try:

@@ -51,24 +51,25 @@ class Cluster:
         self.env = {
             **os.environ,
             "PYTHONPATH": str(REPO),
-            "TRACKLAYER_TEST_REDIS_URL": redis_url,
-            "TRACKLAYER_TEST_QUEUE": self.queue,
-            "TRACKLAYER_TEST_SETTINGS": json.dumps(self.settings),
+            "TLTEST_REDIS_URL": redis_url,
+            "TLTEST_QUEUE": self.queue,
+            "TLTEST_SETTINGS": json.dumps(self.settings),
         }
         self.workers: list[subprocess.Popen[bytes]] = []
 
-    def start_workers(self, n: int, *pool: str) -> None:
+    def start_workers(self, n: int, *pool: str, app: str = WORKER_APP) -> None:
         """Start ``n`` worker processes and wait until each is ready to consume."""
         for i in range(n):
             log = open(self.logs / f"worker{len(self.workers)}.log", "wb")  # noqa: SIM115
             self.workers.append(subprocess.Popen(
-                [sys.executable, "-m", "celery", "-A", WORKER_APP, "worker", "-Q", self.queue,
+                [sys.executable, "-m", "celery", "-A", app, "worker", "-Q", self.queue,
                  "-n", f"{self.queue}-{i}@%h", "--loglevel=WARNING", "--without-gossip",
                  "--without-mingle", "--without-heartbeat", *(pool or ("--pool=solo",))],
                 cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT,
             ))
-        for _ in range(n):
-            assert self.redis.blpop([f"{self.queue}:ready"], timeout=30), self.log_tail()
+        if app == WORKER_APP:  # its worker_ready hook says when it consumes
+            for _ in range(n):
+                assert self.redis.blpop([f"{self.queue}:ready"], timeout=30), self.log_tail()
 
     def produce(self, *batches: list[str]) -> None:
         """Run one producer process per batch of conversion ids, all at once."""
@@ -156,10 +157,16 @@ def test_worker_killed_mid_task_is_redelivered_and_sent_once(
 
 
 def test_x_outage_is_retried_by_celery_with_the_same_conversion_id(
-    cluster: Cluster, fake_x: FakeXConversionsAPI
+    cluster: Cluster, fake_x: FakeXConversionsAPI, tmp_path: Path
 ) -> None:
+    # The ready-made worker app, configured like the `tracklayer` command: only a broker URL.
+    cluster.settings.update(celery_app=None, celery_broker_url=cluster.redis_url)
+    (tmp_path / "tracklayer.json").write_text(json.dumps(cluster.settings))
+    cluster.env.update(TRACKLAYER_CONFIG=str(tmp_path / "tracklayer.json"),
+                       TLTEST_SETTINGS=json.dumps(cluster.settings))
+    cluster.queue = "celery"  # the default queue of a plain app
     fake_x.fail_next(2, status=503)
-    cluster.start_workers(1)
+    cluster.start_workers(1, app="tracklayer_middleware.delivery.celery_worker")
     cluster.produce(["retry_1_purchase"])
 
     assert fake_x.wait_for(1, timeout=30), cluster.log_tail()

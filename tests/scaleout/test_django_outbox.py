@@ -35,8 +35,8 @@ class Project:
             **os.environ,
             "PYTHONPATH": str(REPO),
             "DJANGO_SETTINGS_MODULE": "tests.scaleout.djangoproj.settings",
-            "TRACKLAYER_TEST_DATABASE": database,
-            "TRACKLAYER_TEST_X_URL": fake_x.base_url,
+            "TLTEST_DATABASE": database,
+            "TLTEST_X_URL": fake_x.base_url,
         }
 
     def run(self, *args: str) -> dict[str, Any]:

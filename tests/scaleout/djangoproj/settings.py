@@ -1,11 +1,11 @@
 """A tiny Django project for the scale-out tests: a shop whose orders and conversions share
-one database. The database comes from ``TRACKLAYER_TEST_DATABASE``: a PostgreSQL URL or a
-SQLite file path; the fake X's base URL from ``TRACKLAYER_TEST_X_URL``."""
+one database. The database comes from ``TLTEST_DATABASE``: a PostgreSQL URL or a
+SQLite file path; the fake X's base URL from ``TLTEST_X_URL``."""
 
 import os
 from urllib.parse import urlsplit
 
-_db = os.environ.get("TRACKLAYER_TEST_DATABASE", ":memory:")
+_db = os.environ.get("TLTEST_DATABASE", ":memory:")
 if _db.startswith("postgresql://"):
     _url = urlsplit(_db)
     DATABASES = {
@@ -59,7 +59,7 @@ TRACKLAYER = {
     "EVENTS": {"purchase": "o87ni"},
     "OUTBOX": "django",
     "ENVIRONMENT": "production",
-    "API_BASE_URL": os.environ.get("TRACKLAYER_TEST_X_URL", "http://127.0.0.1:9"),
+    "API_BASE_URL": os.environ.get("TLTEST_X_URL", "http://127.0.0.1:9"),
     "RETRY_BASE_SECONDS": 0.05,
     "RETRY_MAX_SECONDS": 0.2,
 }
