@@ -282,3 +282,35 @@ def attribution_cookie(response: httpx.Response) -> str | None:
         if name.strip() in ("tl_attr", "__Host-tl_attr"):
             return rest.partition(";")[0]
     return None
+
+
+def asgi_call(
+    app: Any,
+    method: str,
+    path: str,
+    *,
+    query: bytes = b"",
+    headers: list[tuple[bytes, bytes]] | None = None,
+    body: bytes = b"",
+    client: tuple[str, int] = ("203.0.113.7", 51000),
+) -> tuple[int, list[tuple[bytes, bytes]]]:
+    """One request as raw ASGI (hostile bytes reach the app unfiltered by a client library);
+    returns (status, response headers)."""
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method,
+        "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": query,
+        "root_path": "", "headers": headers or [(b"host", b"shop.test")], "client": client,
+        "server": ("shop.test", 80),
+    }
+    sent: list[dict[str, Any]] = []
+    inbox = [{"type": "http.request", "body": body, "more_body": False}]
+
+    async def receive() -> dict[str, Any]:
+        return inbox.pop(0) if inbox else {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    anyio.run(app, scope, receive, send)
+    start = next(m for m in sent if m["type"] == "http.response.start")
+    return start["status"], list(start.get("headers", []))

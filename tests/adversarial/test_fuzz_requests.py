@@ -8,12 +8,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import anyio
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.adversarial.conftest import Observed, shop_app
+from tests.adversarial.conftest import Observed, asgi_call, shop_app
 from tracklayer_middleware.asgi import TrackLayerMiddleware
 from tracklayer_middleware.engine import TrackLayer
 
@@ -37,27 +36,6 @@ queries = st.one_of(
 )
 
 
-def call(app: Any, method: str, path: str, *, query: bytes = b"",
-         headers: list[tuple[bytes, bytes]] | None = None, body: bytes = b"",
-         client: tuple[str, int] = ("203.0.113.7", 5000)) -> tuple[int, list[Any]]:
-    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
-             "method": method, "scheme": "http", "path": path, "raw_path": path.encode(),
-             "query_string": query, "root_path": "", "client": client,
-             "server": ("shop.test", 80), "headers": headers or [(b"host", b"shop.test")]}
-    sent: list[dict[str, Any]] = []
-    inbox = [{"type": "http.request", "body": body, "more_body": False}]
-
-    async def receive() -> dict[str, Any]:
-        return inbox.pop(0) if inbox else {"type": "http.disconnect"}
-
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
-
-    anyio.run(app, scope, receive, send)
-    start = next(m for m in sent if m["type"] == "http.response.start")
-    return start["status"], start.get("headers", [])
-
-
 @pytest.fixture
 def app(make_engine: Callable[..., TrackLayer]) -> Any:
     return TrackLayerMiddleware(shop_app(), make_engine(trusted_proxies=["203.0.113.0/24"]))
@@ -76,7 +54,7 @@ def cookies_are_ours(engine: TrackLayer, headers: list[tuple[bytes, bytes]]) -> 
 @given(cookie=cookie_headers, query=queries)
 def test_any_cookie_and_query_on_a_landing(app: Any, cookie: bytes, query: bytes) -> None:
     observed = Observed()
-    status, headers = call(app, "GET", "/whoami", query=query,
+    status, headers = asgi_call(app, "GET", "/whoami", query=query,
                            headers=[(b"host", b"shop.test"), (b"cookie", cookie)])
     assert observed.status(status) == 200
     assert cookies_are_ours(app.engine, headers)
@@ -89,9 +67,9 @@ def test_any_host_and_forwarded_headers(
 ) -> None:
     headers = [(b"host", host), (b"x-forwarded-proto", proto), (b"x-forwarded-host", fwd_host),
                (b"origin", origin), (b"referer", origin)]
-    status, out = call(app, "GET", "/pricing", query=b"twclid=fuzzclick", headers=headers)
+    status, out = asgi_call(app, "GET", "/pricing", query=b"twclid=fuzzclick", headers=headers)
     assert status == 200 and cookies_are_ours(app.engine, out)
-    status, out = call(app, "POST", app.engine.settings.attribution_path,
+    status, out = asgi_call(app, "POST", app.engine.settings.attribution_path,
                        headers=[*headers, (b"content-type", b"application/json")],
                        body=b'{"twclid": "fuzzclick"}')
     assert status < 500 and cookies_are_ours(app.engine, out)
@@ -127,7 +105,7 @@ def test_any_attribution_report(
     import json
 
     body = raw if raw is not None else json.dumps(report).encode()
-    status, headers = call(
+    status, headers = asgi_call(
         app, "POST", app.engine.settings.attribution_path, body=body,
         headers=[(b"host", b"shop.test"), (b"origin", b"http://shop.test"),
                  (b"content-type", content_type), (b"content-length", str(len(body)).encode())],

@@ -12,12 +12,18 @@ import logging
 import re
 import time
 from collections.abc import Callable
-from typing import Any
 
-import anyio
 import pytest
 
-from tests.adversarial.conftest import PIXEL_ID, TOKEN, TOKEN_ENV, Ledger, Observed, shop_app
+from tests.adversarial.conftest import (
+    PIXEL_ID,
+    TOKEN,
+    TOKEN_ENV,
+    Ledger,
+    Observed,
+    asgi_call,
+    shop_app,
+)
 from tracklayer_middleware.asgi import TrackLayerMiddleware
 from tracklayer_middleware.engine import TrackLayer
 from tracklayer_middleware.testing import FakeXConversionsAPI
@@ -42,26 +48,12 @@ def raw_request(
     client: tuple[str, int] = ("203.0.113.7", 51000),
 ) -> tuple[int, list[tuple[bytes, bytes]]]:
     """One request through the middleware as raw ASGI; (status, response headers)."""
-    app = TrackLayerMiddleware(shop_app(), engine)
-    scope = {
-        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method,
-        "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": query,
-        "root_path": "", "headers": [(b"host", b"shop.test"), *headers], "client": client,
-        "server": ("shop.test", 80),
-    }
-    sent: list[dict[str, Any]] = []
-    messages = [{"type": "http.request", "body": body, "more_body": False}]
-
-    async def receive() -> dict[str, Any]:
-        return messages.pop(0) if messages else {"type": "http.disconnect"}
-
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
-
-    anyio.run(app, scope, receive, send)
-    start = next(m for m in sent if m["type"] == "http.response.start")
-    observed.status(start["status"])
-    return start["status"], list(start.get("headers", []))
+    status, out = asgi_call(
+        TrackLayerMiddleware(shop_app(), engine), method, path, query=query,
+        headers=[(b"host", b"shop.test"), *headers], body=body, client=client,
+    )
+    observed.status(status)
+    return status, out
 
 
 def assert_clean(headers: list[tuple[bytes, bytes]]) -> None:
