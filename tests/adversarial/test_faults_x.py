@@ -34,8 +34,6 @@ def convert_all(engine: TrackLayer, ids: Iterable[str]) -> list[str]:
 
 
 def drained(engine: TrackLayer, xapi: FakeXConversionsAPI, n: int, timeout: float = 30) -> None:
-    # Longer than the lease (10 s): flush() gives up early on an in-flight row whose lease
-    # outlives its deadline.
     assert engine.flush(timeout=timeout), engine.stats()
     assert xapi.wait_for(n, timeout=timeout), engine.stats()
 
@@ -222,3 +220,16 @@ def test_x_redirect_is_not_followed(
     ledger.account(ids, xapi.accepted_ids().elements())
     assert all(r.path.startswith("/12/measurement/conversions/") for r in xapi.requests)
 
+
+
+def test_flush_shorter_than_the_lease_waits_for_a_slow_post(
+    make_engine: MakeEngine, xapi: FakeXConversionsAPI, ledger: Ledger
+) -> None:
+    """X takes its time; flush(timeout) shorter than the lease must wait for the POST on the
+    wire rather than give up because the row's lease outlives the deadline."""
+    engine = make_engine(timeout_seconds=5, lease_seconds=60)
+    xapi.script(FakeResponse(200, delay=0.5))
+    ids = convert_all(engine, ["f_inflight_flush"])
+    assert xapi.wait_for_requests(0)
+    assert engine.flush(timeout=10), engine.stats()
+    ledger.account(ids, xapi.accepted_ids().elements())
