@@ -85,31 +85,46 @@ def test_conversion_commits_and_rolls_back_with_its_order(
     assert fake_x.accepted_ids() == Counter({"B2_purchase": 1})
 
 
-def test_four_concurrent_claimers_never_claim_a_row_twice(project: Project) -> None:
-    assert project.run("seed", "200") == {"rows": 200}
-    claimers = [project.start("claim", "3") for _ in range(4)]
+def run_together(project: Project, n: int, *args: str) -> list[dict[str, Any]]:
+    """Start ``n`` scenario processes, release them at once when all are ready, collect."""
+    procs = [project.start(*args) for _ in range(n)]
     try:
-        for proc in claimers:
+        for proc in procs:
             assert proc.stdout is not None
             assert proc.stdout.readline().strip() == "ready"
-        for proc in claimers:  # all start claiming together
+        for proc in procs:
             assert proc.stdin is not None
             proc.stdin.write("go\n")
             proc.stdin.flush()
         results = []
-        for proc in claimers:
-            out, err = proc.communicate(timeout=60)
+        for proc in procs:
+            out, err = proc.communicate(timeout=90)
             assert proc.returncode == 0, err[-3000:]
             results.append(json.loads(out.splitlines()[-1]))
+        return results
     finally:
-        for proc in claimers:
+        for proc in procs:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait(timeout=5)
+
+
+def test_four_concurrent_claimers_never_claim_a_row_twice(project: Project) -> None:
+    assert project.run("seed", "200") == {"rows": 200}
+    results = run_together(project, 4, "claim", "3")
     claimed = Counter(cid for r in results for cid in r["claimed"])
     assert set(claimed) == {f"seed_{i}" for i in range(200)}
     assert max(claimed.values()) == 1, [c for c, n in claimed.items() if n > 1]
     assert sum(1 for r in results if r["claims"]) >= 2  # the claims really interleaved
+
+
+def test_three_web_processes_sending_from_one_table_deliver_each_conversion_once(
+    project: Project, fake_x: FakeXConversionsAPI
+) -> None:
+    assert project.run("seed", "150") == {"rows": 150}
+    results = run_together(project, 3, "drain")
+    assert results == [{"drained": True}] * 3
+    assert fake_x.accepted_ids() == Counter({f"seed_{i}": 1 for i in range(150)})
 
 
 def test_the_django_outbox_keeps_the_sqlite_outbox_semantics(

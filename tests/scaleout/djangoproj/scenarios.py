@@ -104,6 +104,17 @@ def claim(limit: str) -> dict[str, Any]:
     return {"claimed": claimed, "claims": claims}
 
 
+def drain() -> dict[str, Any]:
+    """One of several web processes whose background senders share the outbox table."""
+    engine = get_engine()
+    OutboxEntry.objects.exists()
+    print("ready", flush=True)
+    sys.stdin.readline()
+    drained = engine.flush(timeout=60)
+    engine.close(timeout=5)
+    return {"drained": drained}
+
+
 def admin_retry() -> dict[str, Any]:
     """The admin lists dead rows by state and retries them with the "retry" action."""
     from django.contrib.auth.models import User
@@ -188,5 +199,5 @@ def parity(path: str) -> dict[str, Any]:
 if __name__ == "__main__":
     name, *args = sys.argv[1:]
     result = {"migrate": migrate, "checkout": checkout, "seed": seed, "claim": claim,
-              "admin_retry": admin_retry, "parity": parity}[name](*args)
+              "admin_retry": admin_retry, "parity": parity, "drain": drain}[name](*args)
     print(json.dumps(result), flush=True)
