@@ -8,6 +8,7 @@ up into the line printed at the end of ``make test``.
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
@@ -314,3 +315,12 @@ def asgi_call(
     anyio.run(app, scope, receive, send)
     start = next(m for m in sent if m["type"] == "http.response.start")
     return start["status"], list(start.get("headers", []))
+
+
+def wait_until(engine: TrackLayer, done: Callable[[], bool], timeout: float = 10) -> None:
+    """Wait on the sender's progress signal (short waits, not a sleep) until ``done()``."""
+    deadline = time.monotonic() + timeout
+    while not done():
+        assert time.monotonic() < deadline, engine.stats()
+        with engine.sender.progress:
+            engine.sender.progress.wait(0.01)

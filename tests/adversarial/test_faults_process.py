@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tests.adversarial.conftest import Ledger, Shop, base_config
+from tests.adversarial.conftest import Ledger, Shop, base_config, wait_until
 from tracklayer_middleware.delivery import sqlite_outbox
 from tracklayer_middleware.delivery.client import SendResult, XConversionsClient
 from tracklayer_middleware.engine import TrackLayer
@@ -193,15 +193,6 @@ def test_clock_jumps_backwards_an_hour(
 
 def states(engine: TrackLayer, ids: Sequence[str]) -> set[str]:
     return {trace.state for trace in map(engine.trace, ids) if trace is not None}
-
-
-def wait_until(engine: TrackLayer, done: Callable[[], bool], timeout: float = 10) -> None:
-    """Wait on the sender's progress signal (not a sleep) until ``done()``."""
-    deadline = time.monotonic() + timeout
-    while not done():
-        assert time.monotonic() < deadline, engine.stats()
-        with engine.sender.progress:
-            engine.sender.progress.wait(0.05)
 
 
 class FlakyClient:

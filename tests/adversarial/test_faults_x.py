@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable
 
 import pytest
 
-from tests.adversarial.conftest import TOKEN, TOKEN_ENV, Ledger
+from tests.adversarial.conftest import TOKEN, TOKEN_ENV, Ledger, wait_until
 from tracklayer_middleware.conversion import build_conversion
 from tracklayer_middleware.delivery.outbox import State
 from tracklayer_middleware.engine import TrackLayer
@@ -230,6 +230,6 @@ def test_flush_shorter_than_the_lease_waits_for_a_slow_post(
     engine = make_engine(timeout_seconds=5, lease_seconds=60)
     xapi.script(FakeResponse(200, delay=0.5))
     ids = convert_all(engine, ["f_inflight_flush"])
-    assert xapi.wait_for_requests(0)
+    wait_until(engine, lambda: states(engine, ids) == {State.IN_FLIGHT})
     assert engine.flush(timeout=10), engine.stats()
     ledger.account(ids, xapi.accepted_ids().elements())
