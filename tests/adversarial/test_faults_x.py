@@ -233,3 +233,32 @@ def test_flush_shorter_than_the_lease_waits_for_a_slow_post(
     wait_until(engine, lambda: states(engine, ids) == {State.IN_FLIGHT})
     assert engine.flush(timeout=10), engine.stats()
     ledger.account(ids, xapi.accepted_ids().elements())
+
+
+def test_long_outage_more_attempts_than_max_attempts_is_not_dead(
+    make_engine: MakeEngine, xapi: FakeXConversionsAPI, ledger: Ledger
+) -> None:
+    """X fails 15 times in a row (more than max_attempts=12, but well under 72 h): a
+    conversion goes dead only after BOTH, so it is still retried and delivered."""
+    engine = make_engine()
+    xapi.script(*[500] * 15)
+    ids = convert_all(engine, ["f_outage_1"])
+    assert xapi.wait_for_requests(15, timeout=30)
+    drained(engine, xapi, 1)
+    ledger.account(ids, xapi.accepted_ids().elements())
+    trace = engine.trace("f_outage_1")
+    assert trace is not None and trace.state == State.SENT and len(trace.attempts) >= 16
+
+
+def test_two_engines_sharing_one_outbox_file(
+    make_engine: MakeEngine, xapi: FakeXConversionsAPI, ledger: Ledger
+) -> None:
+    """Two web workers (one engine each, each with its sender) on one SQLite file, X slow and
+    failing now and then: every id accepted once."""
+    xapi.script(503, FakeResponse(200, delay=0.2), 503)
+    first, second = make_engine(batch_size=7), make_engine(batch_size=7)
+    ids = [f"f_shared_{i}" for i in range(60)]
+    for i, cid in enumerate(ids):
+        convert_all(first if i % 2 else second, [cid])
+    assert first.flush(timeout=60) and second.flush(timeout=60)
+    ledger.account(ids, xapi.accepted_ids().elements())
