@@ -128,6 +128,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.register(ReliabilityTally(), "tracklayer-reliability")
 
 
+@pytest.hookimpl(tryfirst=True)  # before fixtures run, so a setup error is counted too
 def pytest_runtest_setup(item: pytest.Item) -> None:
     for kind in KINDS:
         if item.get_closest_marker(kind) is not None:
