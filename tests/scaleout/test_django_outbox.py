@@ -134,6 +134,16 @@ def test_the_django_outbox_keeps_the_sqlite_outbox_semantics(
     assert result["django"] == result["sqlite"]
 
 
+def test_a_dropped_database_connection_costs_one_call_not_the_sender(
+    postgres_db: str, fake_x: FakeXConversionsAPI
+) -> None:
+    project = Project(postgres_db, fake_x)
+    project.run("migrate")
+    result = project.run("reconnect")
+    assert "the Django outbox database failed" in result["first"]
+    assert result["then"] == {}
+
+
 def test_admin_lists_dead_conversions_and_retries_them(project: Project) -> None:
     result = project.run("admin_retry")
     assert result["listing"] == 200 and result["listed"] == [True, True]

@@ -102,12 +102,30 @@ class DjangoOutbox:
         """Close this thread's connection to the outbox database (Django reopens on use)."""
         connections[self._db()].close()
 
+    @contextlib.contextmanager
+    def _errors(self) -> Iterator[None]:
+        """Turn database failures into ``OutboxError`` carrying the database's own message."""
+        try:
+            yield
+        except OutboxError:
+            raise
+        except DatabaseError as exc:
+            connection = connections[self._db()]
+            if not connection.in_atomic_block:
+                # Django drops broken connections between requests; a sender thread has no
+                # requests, so drop it here and let the next call reconnect.
+                connection.close_if_unusable_or_obsolete()
+            hint = ""
+            if "no such table" in str(exc).lower() or "does not exist" in str(exc).lower():
+                hint = " Run `python manage.py migrate tracklayer_django`."
+            raise OutboxError(f"the Django outbox database failed: {exc}.{hint}") from exc
+
     # ------------------------------------------------------------------ writing
     def enqueue(self, conversions: Sequence[Conversion], *, now: float) -> list[bool]:
         """Insert rows in the caller's transaction; False where the row already existed."""
         db = self._db()
         inserted: list[bool] = []
-        with _errors(), transaction.atomic(using=db):
+        with self._errors(), transaction.atomic(using=db):
             held = set(
                 PixelHold.objects.using(db).filter(kind=PAUSE_AUTH).values_list(
                     "pixel_id", flat=True
@@ -164,7 +182,7 @@ class DjangoOutbox:
         skip_locked = connections[db].features.has_select_for_update_skip_locked
         for attempt in range(SQLITE_LOCK_RETRIES):
             try:
-                with _errors(), transaction.atomic(using=db):
+                with self._errors(), transaction.atomic(using=db):
                     if skip_locked:
                         ids = list(
                             candidates.select_for_update(skip_locked=True)
@@ -189,7 +207,7 @@ class DjangoOutbox:
 
     def renew(self, lease_owner: str, row_ids: Sequence[int], *, until: float) -> None:
         """Extend the lease of rows still held by ``lease_owner``."""
-        with _errors():
+        with self._errors():
             self._rows().filter(
                 id__in=list(row_ids), lease_owner=lease_owner, state=State.IN_FLIGHT
             ).update(lease_until=until)
@@ -200,7 +218,7 @@ class DjangoOutbox:
         """Apply outcomes (only where the lease is still the updater's) and append the log."""
         db = self._db()
         applied = 0
-        with _errors(), transaction.atomic(using=db):
+        with self._errors(), transaction.atomic(using=db):
             for u in updates:
                 changes: dict[str, Any] = {
                     "state": u.state, "attempts": u.attempts,
@@ -220,7 +238,7 @@ class DjangoOutbox:
     def pause(self, pause: PixelPause, *, now: float) -> None:
         """Record a pixel pause; an auth pause parks the pixel's waiting rows as ``paused``."""
         db = self._db()
-        with _errors(), transaction.atomic(using=db):
+        with self._errors(), transaction.atomic(using=db):
             PixelHold.objects.using(db).update_or_create(
                 pixel_id=pause.pixel_id,
                 defaults={
@@ -237,7 +255,7 @@ class DjangoOutbox:
     def resume(self, pixel_id: str, *, now: float) -> int:
         """Lift the pixel's pause and make its ``paused`` rows due now."""
         db = self._db()
-        with _errors(), transaction.atomic(using=db):
+        with self._errors(), transaction.atomic(using=db):
             PixelHold.objects.using(db).filter(pixel_id=pixel_id).delete()
             return self._rows().filter(pixel_id=pixel_id, state=State.PAUSED).update(
                 state=State.PENDING, next_attempt_at=now, updated_at=now
@@ -253,7 +271,7 @@ class DjangoOutbox:
             rows = rows.filter(conversion_id__in=list(conversion_ids))
         if event is not None:
             rows = rows.filter(event=event)
-        with _errors():
+        with self._errors():
             return rows.update(
                 state=State.PENDING, attempts=0, first_attempt_at=None,
                 next_attempt_at=now, updated_at=now,
@@ -263,7 +281,7 @@ class DjangoOutbox:
         """Delete finished rows (sent, dry-run, skipped) and their log older than the cut."""
         db = self._db()
         done = self._rows().filter(state__in=State.DONE, updated_at__lt=done_before)
-        with _errors(), transaction.atomic(using=db):
+        with self._errors(), transaction.atomic(using=db):
             DeliveryAttempt.objects.using(db).filter(
                 conversion_id__in=done.values("conversion_id"), finished_at__lt=done_before
             ).delete()
@@ -273,7 +291,7 @@ class DjangoOutbox:
     # ------------------------------------------------------------------ reading
     def pauses(self) -> dict[str, PixelPause]:
         """Every recorded pixel pause."""
-        with _errors():
+        with self._errors():
             holds = list(PixelHold.objects.using(self._db()).all())
         return {
             h.pixel_id: PixelPause(
@@ -301,7 +319,7 @@ class DjangoOutbox:
 
     def unfinished(self, now: float) -> tuple[int, float | None]:
         """How many rows ``flush()`` waits for, and the earliest moment one of them is due."""
-        with _errors():
+        with self._errors():
             agg = self._rows().filter(state__in=State.UNFINISHED).aggregate(
                 # In flight is being answered now: flush() must not give up on it because
                 # its lease outlasts the timeout.
@@ -314,14 +332,14 @@ class DjangoOutbox:
         rows = self._rows().filter(state__in=_NOT_DELIVERED)
         if pixel_ids is not None:
             rows = rows.filter(pixel_id__in=list(pixel_ids))
-        with _errors():
+        with self._errors():
             due = rows.aggregate(due=self._due_time(F("lease_until")))["due"]
         return float(due) if due is not None else None
 
     def counts(self) -> dict[str, dict[str, int]]:
         """``{event: {state: n}}`` over the whole outbox."""
         result: dict[str, dict[str, int]] = {}
-        with _errors():
+        with self._errors():
             grouped = list(
                 self._rows().order_by().values_list("event", "state").annotate(n=Count("id"))
             )
@@ -331,7 +349,7 @@ class DjangoOutbox:
 
     def oldest_unfinished(self) -> float | None:
         """``created_at`` of the oldest row not yet delivered (paused rows included)."""
-        with _errors():
+        with self._errors():
             oldest = self._rows().filter(state__in=_NOT_DELIVERED).aggregate(
                 m=Min("created_at"))["m"]
         return float(oldest) if oldest is not None else None
@@ -343,12 +361,12 @@ class DjangoOutbox:
             log.filter(state__in=_FAILED).order_by().values("pixel_id").annotate(m=Max("id"))
             .values("m")
         )
-        with _errors():
+        with self._errors():
             return {a.pixel_id: _entry(a) for a in log.filter(id__in=latest)}
 
     def rows(self, conversion_id: str) -> list[OutboxRow]:
         """Every row using this conversion id."""
-        with _errors():
+        with self._errors():
             return [_row(r) for r in self._rows().filter(conversion_id=conversion_id)
                     .order_by("id")]
 
@@ -369,28 +387,14 @@ class DjangoOutbox:
             rows = rows.filter(updated_at__gte=updated_since)
         if updated_before is not None:
             rows = rows.filter(updated_at__lt=updated_before)
-        with _errors():
+        with self._errors():
             return [_row(r) for r in rows]
 
     def attempts(self, conversion_id: str) -> list[DeliveryLogEntry]:
         """The delivery log of a conversion id, oldest first."""
         log = DeliveryAttempt.objects.using(self._db())
-        with _errors():
+        with self._errors():
             return [_entry(a) for a in log.filter(conversion_id=conversion_id).order_by("id")]
-
-
-@contextlib.contextmanager
-def _errors() -> Iterator[None]:
-    """Turn database failures into ``OutboxError`` carrying the database's own message."""
-    try:
-        yield
-    except OutboxError:
-        raise
-    except DatabaseError as exc:
-        hint = ""
-        if "no such table" in str(exc).lower() or "does not exist" in str(exc).lower():
-            hint = " Run `python manage.py migrate tracklayer_django`."
-        raise OutboxError(f"the Django outbox database failed: {exc}.{hint}") from exc
 
 
 # The models mirror the core dataclasses field for field (see models.py).

@@ -30,6 +30,7 @@ from tracklayer_middleware.consent import Consent  # noqa: E402
 from tracklayer_middleware.conversion import build_conversion  # noqa: E402
 from tracklayer_middleware.delivery.log import DeliveryLogEntry  # noqa: E402
 from tracklayer_middleware.delivery.outbox import PAUSE_AUTH, PixelPause, RowUpdate  # noqa: E402
+from tracklayer_middleware.errors import OutboxError  # noqa: E402
 
 
 class RolledBack(Exception):
@@ -115,6 +116,26 @@ def drain() -> dict[str, Any]:
     return {"drained": drained}
 
 
+def reconnect() -> dict[str, Any]:
+    """The database drops the sender's connection: one call fails, the next reconnects."""
+    import psycopg
+    from django.db import connection
+
+    outbox = DjangoOutbox()
+    outbox.counts()
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        (pid,) = cursor.fetchone()
+    with psycopg.connect(os.environ["TLTEST_DATABASE"], autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", [pid])
+    try:
+        outbox.counts()
+        first = "ok"
+    except OutboxError as exc:
+        first = str(exc)
+    return {"first": first, "then": outbox.counts()}
+
+
 def admin_retry() -> dict[str, Any]:
     """The admin lists dead rows by state and retries them with the "retry" action."""
     from django.contrib.auth.models import User
@@ -198,6 +219,7 @@ def parity(path: str) -> dict[str, Any]:
 
 if __name__ == "__main__":
     name, *args = sys.argv[1:]
-    result = {"migrate": migrate, "checkout": checkout, "seed": seed, "claim": claim,
-              "admin_retry": admin_retry, "parity": parity, "drain": drain}[name](*args)
+    scenarios = {f.__name__: f for f in (migrate, checkout, seed, claim, drain, parity,
+                                         reconnect, admin_retry)}
+    result = scenarios[name](*args)
     print(json.dumps(result), flush=True)
