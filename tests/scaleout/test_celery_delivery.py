@@ -21,7 +21,7 @@ import pytest
 import redis
 
 from tracklayer_middleware.engine import TrackLayer
-from tracklayer_middleware.testing import FakeXConversionsAPI
+from tracklayer_middleware.testing import FakeResponse, FakeXConversionsAPI
 
 pytestmark = [pytest.mark.services, pytest.mark.timeout(90)]
 
@@ -129,6 +129,7 @@ def test_many_producers_two_workers_every_conversion_reaches_x_once(
         assert engine.flush(timeout=30), cluster.log_tail()
         assert fake_x.accepted_ids() == Counter(dict.fromkeys(ids, 1))
         assert engine.stats()["by_event"]["purchase"] == {"sent": len(ids)}
+        assert cluster.redis.exists("tracklayer:ratelimit:o1a2b")  # one bucket for all workers
         trace = engine.trace("ord_7_purchase")
         assert trace is not None and "sent" in str(trace)
     finally:
@@ -178,5 +179,25 @@ def test_x_outage_is_retried_by_celery_with_the_same_conversion_id(
         assert [a.http_status for a in attempts] == [503, 503, 200]
         assert fake_x.received_ids() == Counter({"retry_1_purchase": 3})
         assert fake_x.accepted_ids() == Counter({"retry_1_purchase": 1})
+    finally:
+        engine.close(timeout=0)
+
+
+def test_a_429_pauses_the_pixel_for_every_worker_without_using_an_attempt(
+    cluster: Cluster, fake_x: FakeXConversionsAPI
+) -> None:
+    fake_x.script(FakeResponse(429, headers={"Retry-After": "1"}))
+    cluster.start_workers(2)
+    cluster.produce(["limited_1_purchase"])
+
+    assert fake_x.wait_for(1, timeout=30), cluster.log_tail()
+    engine = cluster.engine()
+    try:
+        assert engine.flush(timeout=30)
+        attempts = engine.outbox.attempts("limited_1_purchase")
+        assert [(a.state, a.http_status) for a in attempts] == [("retrying", 429), ("sent", 200)]
+        (row,) = engine.outbox.rows("limited_1_purchase")
+        assert row.attempts == 1  # the 429 did not count
+        assert engine.outbox.pauses() == {}  # lifted by the delivery that followed
     finally:
         engine.close(timeout=0)
