@@ -2,7 +2,8 @@
 
 ``python -m benchmarks.fakex [--limit N --window SECONDS]`` prints its base URL, then obeys
 one command per stdin line, answering one JSON line: ``stats``, ``delay SECONDS`` (0: at
-once), ``reset``, ``quit``. With ``--limit`` it also plays X's rate limit: at most N
+once), ``wait N`` (until N conversions were accepted, at most 10 minutes), ``reset``,
+``quit``. With ``--limit`` it also plays X's rate limit: at most N
 conversions per fixed window (the first starts at the first request); a batch over the
 budget gets 429 with ``Retry-After`` and ``x-rate-limit-reset``, and is counted.
 With ``--no-validate`` it skips X's body validation (the fake's own cost: about 40 µs per
@@ -44,7 +45,7 @@ class RateLimitedFakeX(FakeXConversionsAPI):
         self.limit = limit
         self.window = window
         self.rate_limited = 0
-        self._limit_lock = threading.Lock()
+        self._limit_lock = threading.Condition()
         self._window_start: float | None = None
         self._used = 0
 
@@ -62,7 +63,13 @@ class RateLimitedFakeX(FakeXConversionsAPI):
         if answer.status == 200:
             with self._limit_lock:
                 self.accepted_count += n
+                self._limit_lock.notify_all()
         return answer
+
+    def wait_accepted(self, n: int, timeout: float) -> bool:
+        """Block until ``n`` conversions were accepted since the last reset."""
+        with self._limit_lock:
+            return self._limit_lock.wait_for(lambda: self.accepted_count >= n, timeout)
 
     def _spend(self, n: int) -> _Answer | None:
         assert self.limit is not None
@@ -117,6 +124,8 @@ def main() -> None:
                 break
             if command == "delay":
                 fake.delay = float(arg) or None
+            elif command == "wait":
+                fake.wait_accepted(int(arg), timeout=600)
             elif command == "reset":
                 fake.reset()
             print(json.dumps(fake.stats()), flush=True)

@@ -1,13 +1,19 @@
 """A non-landing request (no ``twclid``, no attribution cookie) with and without the middleware.
 
 This is the request almost every visitor makes; the middleware must not be noticeable on it.
-The app is a small real framework app (Starlette routing / Flask), called in-process.
+The app is a small real framework app (Starlette routing / Flask), called in-process. A third
+case, the *floor*, is a do-nothing middleware doing only what any middleware that acts after
+the response must do (ASGI: wrap ``send``; WSGI: wrap the response iterable for ``close()``):
+no middleware of that kind can cost less.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
+from typing import Any
+
 from . import apps
-from .drive import ASGIRunner, asgi_scope, wsgi_environ, wsgi_per_request
+from .drive import ASGIApp, ASGIRunner, WSGIApp, asgi_scope, wsgi_environ, wsgi_per_request
 from .harness import Result, Scale, Stats, Target, interleaved, paired_ratio
 
 NAME_ASGI = "asgi"
@@ -21,22 +27,21 @@ def run_asgi(scale: Scale) -> list[Result]:
     n = scale.pick(smoke=20, quick=3_000, full=10_000)
     bare = apps.starlette_app()
     tracked = TrackLayerMiddleware(bare, apps.engine())
+    floor = NullASGIMiddleware(bare)
     scope = asgi_scope("/pricing")
     runner = ASGIRunner()
+    cases: dict[str, ASGIApp] = {"bare": bare, "floor": floor, "tracked": tracked}
     try:
-        runner.per_request(tracked, scope, n // 10 + 1)  # warm both paths
-        runner.per_request(bare, scope, n // 10 + 1)
+        for app in cases.values():  # warm every path
+            runner.per_request(app, scope, n // 10 + 1)
         samples = interleaved(
-            {
-                "bare": lambda: runner.per_request(bare, scope, n),
-                "tracked": lambda: runner.per_request(tracked, scope, n),
-            },
+            {name: lambda app=app: runner.per_request(app, scope, n)  # type: ignore[misc]
+             for name, app in cases.items()},
             scale.reps,
         )
     finally:
         runner.close()
-    return [_overhead_row(NAME_ASGI, "non-landing request, ASGI middleware", "Starlette app",
-                          samples["bare"], samples["tracked"])]
+    return _overhead_rows(NAME_ASGI, "ASGI", "Starlette app", samples)
 
 
 def run_wsgi(scale: Scale) -> list[Result]:
@@ -46,35 +51,86 @@ def run_wsgi(scale: Scale) -> list[Result]:
     n = scale.pick(smoke=20, quick=3_000, full=10_000)
     bare = apps.flask_app()
     tracked = TrackLayerWSGIMiddleware(bare, apps.engine())
+    floor = NullWSGIMiddleware(bare)
     environ = wsgi_environ("/")
-    wsgi_per_request(tracked, environ, n // 10 + 1)
-    wsgi_per_request(bare, environ, n // 10 + 1)
+    cases: dict[str, WSGIApp] = {"bare": bare, "floor": floor, "tracked": tracked}
+    for app in cases.values():
+        wsgi_per_request(app, environ, n // 10 + 1)
     samples = interleaved(
-        {
-            "bare": lambda: wsgi_per_request(bare, environ, n),
-            "tracked": lambda: wsgi_per_request(tracked, environ, n),
-        },
+        {name: lambda app=app: wsgi_per_request(app, environ, n)  # type: ignore[misc]
+         for name, app in cases.items()},
         scale.reps,
     )
-    return [_overhead_row(NAME_WSGI, "non-landing request, WSGI middleware", "Flask app",
-                          samples["bare"], samples["tracked"])]
+    return _overhead_rows(NAME_WSGI, "WSGI", "Flask app", samples)
 
 
-def _overhead_row(
-    name: str, figure: str, app: str, bare: list[float], tracked: list[float]
-) -> Result:
-    bare_us = Stats.of(bare).scaled(1e6)
-    tracked_us = Stats.of(tracked).scaled(1e6)
-    added = Stats.of([(t - b) * 1e6 for t, b in zip(tracked, bare, strict=True)])
-    return Result(
-        name=name,
-        figure=figure,
-        stats=paired_ratio(tracked, bare),
-        unit="x",
-        target=Target("<=", 1.03),
-        baseline=f"{app}, no middleware",
-        detail=(
-            f"{tracked_us.median:.1f} µs vs {bare_us.median:.1f} µs per request "
-            f"(+{added.median:.2f} µs)"
+def _overhead_rows(name: str, kind: str, app: str, samples: dict[str, list[float]]) -> list[Result]:
+    bare = samples["bare"]
+
+    def added(case: str) -> str:
+        extra = Stats.of([(t - b) * 1e6 for t, b in zip(samples[case], bare, strict=True)])
+        us = Stats.of(samples[case]).median * 1e6
+        return f"{us:.1f} µs vs {Stats.of(bare).median * 1e6:.1f} µs (+{extra.median:.2f} µs)"
+
+    return [
+        Result(
+            name=name,
+            figure=f"non-landing request, {kind} middleware",
+            stats=paired_ratio(samples["tracked"], bare),
+            unit="x",
+            target=Target("<=", 1.03),
+            baseline=f"{app}, no middleware",
+            detail=f"{added('tracked')} per request",
         ),
-    )
+        Result(
+            name=name + "_floor",
+            figure=f"floor: a do-nothing {kind} middleware",
+            stats=paired_ratio(samples["floor"], bare),
+            unit="x",
+            target=None,
+            baseline=f"{app}, no middleware",
+            detail=f"{added('floor')}: the least any after-response middleware costs",
+        ),
+    ]
+
+
+class NullASGIMiddleware:
+    """Passes everything through, wrapping ``send`` as an after-response middleware must."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_wrapper(message: dict[str, Any]) -> None:
+            await send(message)
+
+        await self.app(scope, receive, send_wrapper)
+
+
+class NullWSGIMiddleware:
+    """Passes everything through, wrapping the response to learn when it was sent."""
+
+    def __init__(self, app: WSGIApp) -> None:
+        self.app = app
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        return _Closing(self.app(environ, start_response))
+
+
+class _Closing:
+    __slots__ = ("_iterable",)
+
+    def __init__(self, iterable: Iterable[bytes]) -> None:
+        self._iterable = iterable
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self._iterable)
+
+    def close(self) -> None:
+        close = getattr(self._iterable, "close", None)
+        if close is not None:
+            close()
