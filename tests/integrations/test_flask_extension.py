@@ -128,15 +128,24 @@ def test_a_500_drops_the_request_conversions(
     assert fake_x.requests == []
 
 
-def test_hand_off_waits_for_close(
+def test_flask_test_client_hands_off_like_a_server(
     make_app: Callable[..., Flask], fake_x: FakeXConversionsAPI
 ) -> None:
     app = make_app(fake_x)
-    response = app.test_client().post("/buy/1")
-    assert sum(get_engine(app).stats()["by_state"].values()) == 0  # still being sent
-    response.close()
+    assert app.test_client().post("/buy/1").status_code == 200
     assert get_engine(app).flush(10)
     assert fake_x.accepted_ids() == {"ord_1_purchase": 1}
+
+
+def test_lazy_test_response_hands_off_at_close(
+    make_app: Callable[..., Flask], fake_x: FakeXConversionsAPI
+) -> None:
+    app = make_app(fake_x)
+    response = app.test_client().post("/buy/2", buffered=False)
+    assert sum(get_engine(app).stats()["by_state"].values()) == 0  # "still being sent"
+    response.close()
+    assert get_engine(app).flush(10)
+    assert fake_x.accepted_ids() == {"ord_2_purchase": 1}
 
 
 def test_flask_tracklayer_cli_runs_on_the_app_engine(make_app: Callable[..., Flask]) -> None:

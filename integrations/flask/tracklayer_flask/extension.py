@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from flask import Flask, current_app, has_request_context, request
+from flask.testing import FlaskClient
 from markupsafe import Markup
 
 from tracklayer_middleware.conversion import Conversion
@@ -29,6 +30,7 @@ from .cli import tracklayer_command
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+    from werkzeug.test import TestResponse
 
 EXTENSION_KEY = "tracklayer"
 TRACKER_ENVIRON_KEY = "tracklayer.tracker"
@@ -68,11 +70,26 @@ class TrackLayer:
         app.add_template_global(tracklayer_pixel)
         app.add_template_global(tracklayer_landing_script)
         app.cli.add_command(tracklayer_command)
+        if app.test_client_class is None:
+            app.test_client_class = TrackLayerTestClient
 
     @property
     def engine(self) -> Engine:
         """The current app's engine: ``convert()`` out of requests, ``flush()``, ``stats()``."""
         return get_engine()
+
+
+class TrackLayerTestClient(FlaskClient):
+    """``app.test_client()`` with TrackLayer installed (unless the app chose its own class).
+
+    Reads and closes each response at once, as a server does once it sent it, so the request's
+    conversions are handed off before the call returns. ``buffered=False`` keeps werkzeug's
+    lazy response (then the hand-off waits for ``response.close()``).
+    """
+
+    def open(self, *args: Any, buffered: bool = True, **kwargs: Any) -> TestResponse:
+        """Like ``FlaskClient.open``, buffered by default."""
+        return super().open(*args, buffered=buffered, **kwargs)
 
 
 class TrackLayerState:
