@@ -21,6 +21,7 @@ from tracklayer_middleware.tracker import current_tracker
 from .extension import (
     TrackLayer,
     TrackLayerState,
+    TrackLayerTestClient,
     get_engine,
     tracklayer_landing_script,
     tracklayer_pixel,
@@ -29,6 +30,7 @@ from .extension import (
 __all__ = [
     "TrackLayer",
     "TrackLayerState",
+    "TrackLayerTestClient",
     "current_tracker",
     "get_engine",
     "tracklayer_landing_script",
