@@ -331,19 +331,25 @@ class SQLiteOutbox:
                     params,
                 )
             ]
-            probe_clause = ""
+            due = [
+                "state = 'pending' AND next_attempt_at <= :now",
+                "state = 'retrying' AND next_attempt_at <= :now",
+                "state = 'in_flight' AND lease_until <= :now",
+            ]
             if probes:
-                probe_clause = "OR (state = :paused AND pixel_id IN (" + ", ".join(
-                    f":q{i}" for i in range(len(probes))) + "))"
+                due.append("state = :paused AND pixel_id IN (" + ", ".join(
+                    f":q{i}" for i in range(len(probes))) + ")")
                 params.update({f"q{i}": p for i, p in enumerate(probes)})
+            # One ordered, limited scan of outbox_due per state, then merged: an OR of the
+            # states made SQLite collect and sort every due row on each claim (80 ms at a
+            # 100,000 backlog, so a drain slowed down with the square of its size).
+            scans = " UNION ALL ".join(
+                f"SELECT * FROM (SELECT {_ROW_COLUMNS} FROM outbox WHERE {where} "
+                f"AND NOT {_HELD} {only} ORDER BY next_attempt_at, id LIMIT :limit)"
+                for where in due
+            )
             rows = conn.execute(
-                f"SELECT {_ROW_COLUMNS} FROM outbox WHERE ("
-                "  (state IN ('pending', 'retrying') AND next_attempt_at <= :now)"
-                "  OR (state = 'in_flight' AND lease_until <= :now)"
-                f"  {probe_clause}"
-                f") AND NOT {_HELD} {only} "
-                "ORDER BY next_attempt_at, id LIMIT :limit",
-                params,
+                f"SELECT * FROM ({scans}) ORDER BY next_attempt_at, id LIMIT :limit", params
             ).fetchall()
             ids = [r[0] for r in rows]
             conn.executemany(
