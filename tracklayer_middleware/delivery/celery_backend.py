@@ -58,6 +58,11 @@ if TYPE_CHECKING:
 TASK_NAME = "tracklayer.deliver"
 #: Countdown of a task whose Redis was unreachable.
 STORE_RETRY_SECONDS = 5.0
+#: Longest countdown a task sets (the longest auth-probe interval): a task that wakes while
+#: its pixel is still paused simply schedules itself again. It must stay below the Redis
+#: transport's ``visibility_timeout`` (1 h by default), or the broker redelivers the waiting
+#: message early (harmless — leases and task ownership make the copy a no-op — but wasteful).
+MAX_COUNTDOWN_SECONDS = 15 * 60.0
 
 _FINAL = frozenset({State.SENT, State.DEAD, *State.DONE})
 
@@ -407,7 +412,7 @@ class _WorkerRuntime:
             raise task.retry(exc=exc, countdown=STORE_RETRY_SECONDS) from exc
         if wait is None:
             return "done"
-        raise task.retry(countdown=wait)
+        raise task.retry(countdown=min(wait, MAX_COUNTDOWN_SECONDS))
 
 
 def register_task(
