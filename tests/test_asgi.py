@@ -546,7 +546,7 @@ async def test_middleware_builds_its_engine_from_settings() -> None:
     from tests.conftest import REQUEST_SETTINGS
 
     middleware = TrackLayerMiddleware(
-        Starlette(routes=[Route("/pricing", home)]), **REQUEST_SETTINGS
+        Starlette(routes=[Route("/pricing", home)]), settings=REQUEST_SETTINGS
     )
     try:
         async with client(middleware) as http:
@@ -561,7 +561,9 @@ def test_engine_and_settings_together_is_a_configuration_error(make_engine: Any)
     from tracklayer_middleware.errors import ConfigurationError
 
     with pytest.raises(ConfigurationError, match="either engine= or settings"):
-        TrackLayerMiddleware(Starlette(), make_engine(), pixel_id="o1a2b")
+        TrackLayerMiddleware(Starlette(), make_engine(), settings={"pixel_id": "o1a2b"})
+    with pytest.raises(ConfigurationError, match="needs engine="):
+        TrackLayerMiddleware(Starlette())
 
 
 # ---------------------------------------------------------------- the whole story, to a fake X

@@ -9,6 +9,7 @@ when the app returns.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -21,19 +22,27 @@ from .tracker import activate, deactivate
 
 if TYPE_CHECKING:
     from .engine import TrackLayer
+    from .settings import TrackLayerSettings
 
 
 class TrackLayerMiddleware:
     """Landing capture, the attribution endpoint and after-response hand-off for an ASGI app.
 
-    ``TrackLayerMiddleware(app, engine)``, or ``TrackLayerMiddleware(app, settings=...)`` /
-    ``TrackLayerMiddleware(app, pixel_id=..., secret_key=..., events=...)`` to build the engine
-    (reachable as ``.engine``). Views reach the request's tracker as
+    ``TrackLayerMiddleware(app, engine)``, or ``TrackLayerMiddleware(app, settings=...)`` (a
+    ``TrackLayerSettings`` or a mapping ``from_mapping()`` accepts) to build the engine
+    (reachable as ``.engine``). Explicit parameters keep ``Middleware(TrackLayerMiddleware,
+    engine=...)`` type-checkable. Views reach the request's tracker as
     ``request.state.tracker``, ``scope["tracklayer.tracker"]`` or ``current_tracker()``.
     Lifespan and websocket scopes pass straight through.
     """
 
-    def __init__(self, app: ASGIApp, engine: TrackLayer | None = None, **settings: Any) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        engine: TrackLayer | None = None,
+        *,
+        settings: TrackLayerSettings | Mapping[str, Any] | None = None,
+    ) -> None:
         self.app = app
         self.engine = engine_from(engine, settings)
         self.gateway = RequestGateway(self.engine)

@@ -21,7 +21,7 @@ import ipaddress
 import json
 import logging
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import parse_qsl, urlsplit
@@ -31,6 +31,7 @@ from .consent import Consent
 from .conversion import Conversion
 from .engine import TrackLayer
 from .errors import ConfigurationError
+from .settings import TrackLayerSettings
 from .tracker import Tracker
 
 logger = logging.getLogger("tracklayer.middleware")
@@ -370,18 +371,20 @@ class RequestGateway:
             logger.exception("hand-off of %d conversion(s) failed", len(conversions))
 
 
-def engine_from(engine: TrackLayer | None, options: dict[str, Any]) -> TrackLayer:
-    """The middleware's engine: the one given, or one built from ``settings=``/setting kwargs."""
+def engine_from(
+    engine: TrackLayer | None, settings: TrackLayerSettings | Mapping[str, Any] | None
+) -> TrackLayer:
+    """The middleware's engine: the one given, or one built from ``settings``."""
+    if engine is not None and settings is not None:
+        raise ConfigurationError("pass either engine= or settings=, not both.")
     if engine is not None:
-        if options:
-            raise ConfigurationError(
-                f"pass either engine= or settings, not both (got {sorted(options)})."
-            )
         return engine
-    settings = options.pop("settings", None)
     if settings is None:
-        return TrackLayer(options)  # every keyword is a setting (outbox="memory" included)
-    return TrackLayer(settings, **options)
+        raise ConfigurationError(
+            "the middleware needs engine=TrackLayer(...) or settings={...} (pixel_id, "
+            "secret_key, events, ...)."
+        )
+    return TrackLayer(settings)
 
 
 def _landing_twclid(query: str) -> str | None:

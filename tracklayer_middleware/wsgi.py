@@ -7,7 +7,7 @@ or abandoned — closes the app's iterable and then hands the request's conversi
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from http import HTTPStatus
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from contextvars import Token
 
     from .engine import TrackLayer
+    from .settings import TrackLayerSettings
 
 Environ = dict[str, Any]
 ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
@@ -34,7 +35,13 @@ class TrackLayerWSGIMiddleware:
     ``environ["tracklayer.tracker"]`` or ``current_tracker()``.
     """
 
-    def __init__(self, app: WSGIApp, engine: TrackLayer | None = None, **settings: Any) -> None:
+    def __init__(
+        self,
+        app: WSGIApp,
+        engine: TrackLayer | None = None,
+        *,
+        settings: TrackLayerSettings | Mapping[str, Any] | None = None,
+    ) -> None:
         self.app = app
         self.engine = engine_from(engine, settings)
         self.gateway = RequestGateway(self.engine)
