@@ -150,3 +150,23 @@ def test_the_shared_store_must_be_redis() -> None:
     })
     with pytest.raises(ConfigurationError, match="redis:// broker"):
         store_for(settings, app)
+
+
+def test_a_conversion_whose_task_never_reached_the_broker_is_taken_over(
+    outbox: CeleryOutbox, settings: TrackLayerSettings, store_url: str, queue: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def broker_gone(*args: Any, **kwargs: Any) -> None:
+        raise ConnectionError("broker gone")
+
+    # The enqueuer recorded the conversion, then died before publishing (no clean-up ran).
+    monkeypatch.setattr(outbox.app, "send_task", broker_gone)
+    monkeypatch.setattr(outbox.store, "forget", lambda *args: None)
+    with pytest.raises(OutboxError):
+        outbox.enqueue([conv(settings, "ghost_1")], now=time.time())
+    monkeypatch.undo()
+
+    assert outbox.enqueue([conv(settings, "ghost_1")], now=time.time()) == [True]
+    assert published(store_url, queue) == 1
+    assert outbox.enqueue([conv(settings, "ghost_1")], now=time.time()) == [False]
+    assert outbox.counts() == {"purchase": {"pending": 1}}

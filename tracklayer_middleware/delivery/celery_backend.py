@@ -14,7 +14,8 @@ Exactly-once towards X, as far as HTTP allows:
 
 * **Enqueue is idempotent** — the conversion's hash is created only if absent
   (``(pixel, event id, conversion id)``), so a second ``convert()`` of the same action on any
-  host is a no-op, and only new conversions are published.
+  host is a no-op, and only new conversions are published. A hash whose task never reached
+  the broker (the enqueuer died in between) is taken over by the next enqueue of it.
 * **The task owns its conversions** — each hash records the id of the one task that may send
   it. A redelivered message (worker killed: ``acks_late`` + ``reject_on_worker_lost``) or a
   Celery retry has the same task id and carries on; a duplicate message never sends.
@@ -108,19 +109,24 @@ class CeleryOutbox:
             if created and task_id:
                 to_publish.setdefault(task_id, []).append(record)
         for task_id, records in to_publish.items():
-            self._publish(task_id, records)
+            try:
+                self._publish(task_id, records)
+            except OutboxError:
+                for record in records:  # so that converting again starts afresh
+                    self.store.forget(self.store.key_of(record), record["conversion_id"], task_id)
+                raise
         return inserted
 
     def _publish(self, task_id: str, records: list[dict[str, Any]]) -> None:
+        """Send one ``tracklayer.deliver`` message, then mark its conversions published."""
         try:
             self.app.send_task(TASK_NAME, kwargs={"records": records}, task_id=task_id)
         except Exception as exc:  # kombu/redis raise many types; none may lose a conversion
-            for record in records:
-                self.store.forget(self.store.key_of(record), record["conversion_id"], task_id)
             raise OutboxError(
                 f"could not publish {len(records)} conversions to Celery ({exc}); check the "
                 "broker (celery_broker_url / the host's Celery app)."
             ) from exc
+        self.store.mark_published([self.store.key_of(r) for r in records], task_id)
 
     def claim(
         self, limit: int, *, lease_seconds: float, now: float,
@@ -178,7 +184,13 @@ class CeleryOutbox:
             ):
                 revived[task_id] = [row.record]
         for task_id, records in revived.items():
-            self._publish(task_id, records)
+            try:
+                self._publish(task_id, records)
+            except OutboxError:
+                for record in records:  # still dead: a later retry-dead finds it again
+                    self.store.update(self.store.key_of(record), {"state": State.DEAD},
+                                      task=task_id)
+                raise
         return len(revived)
 
     def purge(self, *, done_before: float) -> int:
@@ -434,9 +446,12 @@ def register_task(
 
 # ---------------------------------------------------------------------- helpers
 def _fields(record: Mapping[str, Any], *, state: str, task: str, now: float) -> dict[str, Any]:
-    return {
+    fields = {
         "pixel_id": record["pixel_id"], "event": record["event"],
         "event_id": record["event_id"], "conversion_id": record["conversion_id"],
         "record": json.dumps(record, separators=(",", ":")), "state": state, "task": task,
         "attempts": 0, "created_at": now, "updated_at": now, "next_attempt_at": now,
     }
+    if not task:  # skipped: nothing to publish
+        fields["published"] = 1
+    return fields

@@ -49,9 +49,18 @@ end
 """
 
 # KEYS as _INDEX + 7 ids-of-this-conversion-id (set). ARGV[1]: JSON {fields, ttl}.
+# A hash without ``published`` belongs to a task that may never have reached the broker (the
+# enqueuer died or lost Redis in between): a new enqueue takes it over with its own task.
+# Only the owner task sends, so even a late publish of the old task sends nothing.
 _ADD = _INDEX + """
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 local a = cjson.decode(ARGV[1])
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  if redis.call('HEXISTS', KEYS[1], 'published') == 1 or a.fields.task == '' then return 0 end
+  if redis.call('HGET', KEYS[1], 'state') ~= 'pending' then return 0 end
+  redis.call('HSET', KEYS[1], 'task', a.fields.task, 'updated_at', a.fields.updated_at)
+  redis.call('EXPIRE', KEYS[1], a.ttl)
+  return 1
+end
 local flat = {}
 for f, v in pairs(a.fields) do table.insert(flat, f); table.insert(flat, v) end
 redis.call('HSET', KEYS[1], unpack(flat))
@@ -147,11 +156,22 @@ class RedisDeliveryStore:
 
     # ------------------------------------------------------------------ rows
     def add(self, key: str, conversion_id: str, fields: Mapping[str, Any]) -> bool:
-        """Create the conversion's hash unless it exists; True when created."""
+        """Create the conversion's hash unless it exists (or take over an unpublished one);
+        True when the caller now owns it."""
         arg = json.dumps({"fields": _strings(fields), "ttl": self.ttl})
         keys = [*self._index_keys(key), self._ids_key(conversion_id)]
         with _redis_errors():
             return bool(self._add(keys=keys, args=[arg]))
+
+    def mark_published(self, keys: Sequence[str], task_id: str) -> None:
+        """Record that ``task_id`` reached the broker (its conversions can no longer be taken
+        over by a new enqueue)."""
+        arg = json.dumps({"set": {"published": "1"}, "task": task_id, "ttl": self.ttl})
+        with _redis_errors():
+            pipe = self.client.pipeline(transaction=False)
+            for key in keys:
+                self._update(keys=self._index_keys(key), args=[arg], client=pipe)
+            pipe.execute()
 
     def forget(self, key: str, conversion_id: str, task_id: str) -> None:
         """Remove a hash ``add()`` created for ``task_id`` (its task was never published)."""
