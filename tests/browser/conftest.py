@@ -36,9 +36,10 @@ CHROMIUM_ARGS = [
 ]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    """One headless chromium for the session."""
+    """One headless chromium per module: sync_playwright keeps an asyncio loop running in
+    the main thread while it lives, which breaks every later test that runs an event loop."""
     if not CHROMIUM.exists():
         reason = (
             f"BROWSER TESTS SKIPPED: {CHROMIUM} is missing. Install it with "
