@@ -24,7 +24,6 @@ install_missing() {
   command -v chromium >/dev/null 2>&1 || need+=(chromium)
   command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
   [ -n "$(pg_bin)" ] || need+=(postgresql)
-  command -v psql >/dev/null 2>&1 || need+=(postgresql-client)
   if [ "${#need[@]}" -gt 0 ]; then
     export DEBIAN_FRONTEND=noninteractive
     # Another apt may hold the dpkg lock (e.g. unattended upgrades): wait for it, bounded.
@@ -77,7 +76,7 @@ pg_up() {
   else
     echo "services.sh: reusing postgres on 127.0.0.1:$pg_port"
   fi
-  local psql=(psql -X -q -h 127.0.0.1 -p "$pg_port" -U postgres -d postgres -v ON_ERROR_STOP=1)
+  local psql=("$bin/psql" -X -q -h 127.0.0.1 -p "$pg_port" -U postgres -d postgres -v ON_ERROR_STOP=1)
   if [ -z "$("${psql[@]}" -tAc "SELECT 1 FROM pg_roles WHERE rolname='$pg_user'")" ]; then
     "${psql[@]}" -c "CREATE ROLE $pg_user LOGIN PASSWORD '$pg_user' CREATEDB"
   fi
