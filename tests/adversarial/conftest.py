@@ -215,8 +215,25 @@ async def _stream(request: Request) -> Response:
     return StreamingResponse(chunks(), media_type="text/plain")
 
 
+async def _checkout_then_503(request: Request) -> Response:
+    data = await request.json()
+    request.state.tracker.convert("purchase", **data)
+    return PlainTextResponse("payment provider down", status_code=503)
+
+
+async def _stream_then_fail(request: Request) -> Response:
+    data = await request.json()
+    request.state.tracker.convert("purchase", **data)
+
+    async def chunks() -> Any:
+        yield b"receipt part one\n"
+        raise RuntimeError("the template blew up half-way")
+
+    return StreamingResponse(chunks(), media_type="text/plain")
+
+
 def shop_app() -> Starlette:
-    """A small shop: landing pages, a checkout that converts, one that crashes, a stream."""
+    """A small shop: landing pages, a checkout that converts, ones that fail, streams."""
     return Starlette(
         routes=[
             Route("/pricing", lambda r: PlainTextResponse("pricing")),
@@ -224,6 +241,8 @@ def shop_app() -> Starlette:
             Route("/checkout", _checkout, methods=["POST"]),
             Route("/checkout-then-crash", _checkout_then_crash, methods=["POST"]),
             Route("/stream", _stream),
+            Route("/checkout-then-503", _checkout_then_503, methods=["POST"]),
+            Route("/stream-then-fail", _stream_then_fail, methods=["POST"]),
         ]
     )
 

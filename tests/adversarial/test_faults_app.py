@@ -38,6 +38,21 @@ def test_app_raising_after_convert_sends_nothing(
     shop.observed.server_errors = 0  # that 500 is the app's own, the case under test
 
 
+@pytest.mark.parametrize("path", ["/checkout-then-503", "/stream-then-fail"])
+def test_app_answering_5xx_or_failing_mid_stream_sends_nothing(
+    shop: Shop, xapi: FakeXConversionsAPI, ledger: Ledger, path: str
+) -> None:
+    """A 503 answered on purpose, or a streamed body that fails after its 200 started: the
+    response was not a success, so the request's conversions are dropped (and logged)."""
+    response = shop.post(path, json=order("app_failed_1"))
+    assert response.status_code >= 500 or path == "/stream-then-fail"
+    shop.observed.server_errors = 0  # the app's own failure is the case under test
+    assert shop.post("/checkout", json=order("app_ok_2")).status_code == 200
+    assert shop.engine.flush(timeout=30)
+    ledger.account({"app_ok_2"}, xapi.accepted_ids().elements())
+    assert shop.engine.trace("app_failed_1") is None
+
+
 def test_duplicate_convert_in_one_request_and_across_retried_webhooks(
     shop: Shop, xapi: FakeXConversionsAPI, ledger: Ledger
 ) -> None:
