@@ -262,3 +262,18 @@ def test_two_engines_sharing_one_outbox_file(
         convert_all(first if i % 2 else second, [cid])
     assert first.flush(timeout=60) and second.flush(timeout=60)
     ledger.account(ids, xapi.accepted_ids().elements())
+
+
+@pytest.mark.parametrize("status", [408, 413, 502, 504, 520])
+def test_x_or_a_proxy_in_front_of_it_answers_an_undocumented_status(
+    engine: TrackLayer, xapi: FakeXConversionsAPI, ledger: Ledger, status: int
+) -> None:
+    """408 (a proxy's idle timeout), 413 (a gateway's body limit: the batch is split), 502 /
+    504 / 520 (a CDN in front of X): a batch is retried or split, never dropped."""
+    xapi.script(FakeResponse(status, body="<html>proxy error</html>"))
+    batch = [build_conversion(engine.settings, "purchase", conversion_id=f"f{status}_{i}",
+                              attribution="29q0w6g2k2m4a") for i in range(3)]
+    engine.handoff(batch)  # one commit: the three travel in one batch
+    ids = [c.conversion_id for c in batch]
+    drained(engine, xapi, 3)
+    ledger.account(ids, xapi.accepted_ids().elements())
