@@ -8,6 +8,7 @@ conversion_id is then correct and X dedups it), and no id we did not create (0 d
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from collections.abc import Callable, Iterable
 
@@ -277,3 +278,70 @@ def test_x_or_a_proxy_in_front_of_it_answers_an_undocumented_status(
     ids = [c.conversion_id for c in batch]
     drained(engine, xapi, 3)
     ledger.account(ids, xapi.accepted_ids().elements())
+
+
+class TricklingX:
+    """A stand-in for X that, on its first request, accepts the batch and then sends its
+    answer one byte at a time (each byte well within a per-read timeout): the slow-loris
+    that only a total deadline stops. Later requests are answered at once."""
+
+    def __init__(self) -> None:
+        import socketserver
+        import threading
+
+        self.accepted: list[str] = []
+        self.stopping = threading.Event()
+        outer = self
+
+        class Handler(socketserver.StreamRequestHandler):
+            def handle(self) -> None:
+                head = b""
+                while b"\r\n\r\n" not in head:
+                    chunk = self.request.recv(65536)
+                    if not chunk:
+                        return
+                    head += chunk
+                header, _, body = head.partition(b"\r\n\r\n")
+                length = int(header.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+                while len(body) < length:
+                    body += self.request.recv(65536)
+                first = not outer.accepted
+                outer.accepted += [c["conversion_id"] for c in json.loads(body)["conversions"]]
+                answer = json.dumps({"data": {"conversions_processed": 1, "debug_id": "t"}})
+                self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                                 b"Content-Length: %d\r\n\r\n" % len(answer))
+                for byte in answer.encode():
+                    if first and outer.stopping.wait(0.05):
+                        return
+                    self.wfile.write(bytes([byte]))
+                    self.wfile.flush()
+
+        self.server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+        self.base_url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def close(self) -> None:
+        self.stopping.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_slow_loris_trickling_answer_is_cut_by_the_total_timeout(
+    make_engine: MakeEngine, ledger: Ledger
+) -> None:
+    """timeout_seconds is the TOTAL time of one POST: an answer trickled byte by byte (5 s
+    here) must not hold the sender past it — or past its lease, where another sender would
+    take the row over while the first is still talking to X."""
+    trickle = TricklingX()
+    try:
+        engine = make_engine(api_base_url=trickle.base_url, timeout_seconds=1.0,
+                             lease_seconds=2.0)
+        ids = convert_all(engine, ["f_trickle_1"])
+        assert engine.flush(timeout=30), engine.stats()
+        trace = engine.trace("f_trickle_1")
+        assert trace is not None and trace.attempts[0].state != State.SENT, str(trace)
+        ledger.account(ids, trickle.accepted, resend_allowed=ids)
+    finally:
+        trickle.close()

@@ -171,14 +171,15 @@ class XConversionsClient:
         body = json.dumps({"conversions": list(conversions)}, separators=(",", ":"))
         started = time.perf_counter()
         try:
-            response = self._http.post(
-                url, content=body, headers={"Content-Type": "application/json"}
-            )
+            with self._http.stream(
+                "POST", url, content=body, headers={"Content-Type": "application/json"}
+            ) as streamed:
+                response = _read_within(streamed, started + self.settings.timeout_seconds)
         except MissingCredentialsError as exc:
             return SendResult(kind="auth", detail=str(exc))
-        except httpx.TransportError as exc:
+        except httpx.RequestError as exc:
             result = SendResult(
-                kind=_transport_kind(exc),
+                kind=_request_error_kind(exc),
                 latency_ms=_ms_since(started),
                 detail=f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__,
             )
@@ -210,14 +211,31 @@ def _ms_since(started: float) -> float:
     return (time.perf_counter() - started) * 1000.0
 
 
-def _transport_kind(exc: httpx.TransportError) -> SendKind:
+def _request_error_kind(exc: httpx.RequestError) -> SendKind:
     if isinstance(exc, httpx.TimeoutException):
         return "timeout"
-    # The request went out and the connection died before a full answer came back:
-    # X may have processed it.
-    if isinstance(exc, (httpx.RemoteProtocolError, httpx.ReadError)):
+    # The request went out and the answer was lost or came back undecodable (a corrupt
+    # gzip body): X may have processed it.
+    if isinstance(exc, (httpx.RemoteProtocolError, httpx.ReadError, httpx.DecodingError)):
         return "ambiguous"
     return "connection"
+
+
+def _read_within(response: httpx.Response, deadline: float) -> httpx.Response:
+    """The answer read in full by ``deadline`` (``timeout_seconds`` is the TOTAL time of a
+    POST, while httpx's timeouts are per read: an answer trickled byte by byte would hold
+    the sender past its lease), as a plain response; ``ReadTimeout`` past the deadline."""
+    if response.is_stream_consumed:  # an in-memory transport already read it
+        return response
+    chunks = []
+    for chunk in response.iter_raw():  # still encoded: the new response decodes it once
+        chunks.append(chunk)
+        if time.perf_counter() > deadline:
+            raise httpx.ReadTimeout("X's answer exceeded timeout_seconds", request=response.request)
+    return httpx.Response(
+        response.status_code, headers=response.headers, content=b"".join(chunks),
+        request=response.request,
+    )
 
 
 def _classify(response: httpx.Response, latency_ms: float) -> SendResult:
