@@ -316,6 +316,15 @@ def test_transport_errors(exc, kind):
     assert result.detail is not None and type(exc).__name__ in result.detail
 
 
+def test_undecodable_2xx_body_is_ambiguous():
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, headers={"Content-Encoding": "gzip"}, content=b"not gzip")
+
+    with mock_client(handler) as client:
+        result = client.send([{"conversion_id": "x"}])
+    assert result.kind == "ambiguous" and "DecodingError" in (result.detail or "")
+
+
 # ---------------------------------------------------------------------- misuse
 
 

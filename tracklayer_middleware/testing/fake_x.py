@@ -198,14 +198,15 @@ class FakeXConversionsAPI:
         if server is None:
             return
         self._stopping.set()
-        server.shutdown()
+        if self._thread is not None and self._thread.is_alive():  # not so in a forked child
+            server.shutdown()
         server.server_close()
         with self._cond:
             connections = list(self._connections)
         for conn in connections:
             with contextlib.suppress(OSError):
                 conn.shutdown(socket.SHUT_RDWR)
-        if self._thread is not None:
+        if self._thread is not None and self._thread.is_alive():
             self._thread.join()
 
     def __enter__(self) -> FakeXConversionsAPI:
