@@ -297,3 +297,42 @@ def test_file_responses_keep_the_servers_file_wrapper(make_engine: Any) -> None:
     assert engine.outbox.rows("l_file") == []
     converted.close()
     assert len(engine.outbox.rows("l_file")) == 1
+
+
+def test_flush_waits_for_a_hand_off_the_server_has_not_run_yet(
+    make_engine: Any, fake_x: Any
+) -> None:
+    """DESIGN: flush() also waits for hand-offs of requests that have already answered."""
+    engine = make_engine(
+        environment="production", api_base_url=fake_x.base_url, delivery="background"
+    )
+    release = threading.Event()
+
+    class HeldBody(list[bytes]):
+        def close(self) -> None:  # the server is slow to close: the hand-off is not run yet
+            release.wait(10)
+
+    def app(environ: dict[str, Any], start_response: Any) -> Any:
+        environ["tracklayer.tracker"].convert(
+            "purchase", conversion_id="ord_held", value=1.0, currency="USD", email="a@b.c"
+        )
+        start_response("200 OK", [("Content-Length", "2")])
+        return HeldBody([b"ok"])
+
+    class Quiet(WSGIRequestHandler):
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = make_server("127.0.0.1", 0, TrackLayerWSGIMiddleware(app, engine), handler_class=Quiet)
+    thread = threading.Thread(target=server.handle_request)
+    thread.start()
+    try:
+        response = httpx.get(f"http://127.0.0.1:{server.server_address[1]}/buy", timeout=5)
+        assert response.status_code == 200 and response.content == b"ok"
+        assert engine.flush(0.2) is False, "flush() missed a hand-off the server still owes"
+    finally:
+        release.set()
+        thread.join(timeout=5)
+        server.server_close()
+    assert engine.flush(10)
+    assert fake_x.accepted_ids() == {"ord_held": 1}

@@ -138,6 +138,21 @@ class TrackLayer:
 
         return Tracker(self, attribution=attribution, consent=consent)
 
+    def expect_handoff(self) -> None:
+        """A request queued conversions: ``flush()`` waits until ``settle_handoff()``.
+
+        Announced by the middleware's tracker at the first ``convert()`` of a request, so a
+        ``flush()`` right after the client got its response cannot miss the hand-off the
+        server is about to run (``close()``, the last ASGI body message).
+        """
+        with self._buffer_lock:
+            self._handoffs += 1
+
+    def settle_handoff(self) -> None:
+        """The hand-off (or drop) announced by ``expect_handoff()`` is over."""
+        with self._buffer_lock:
+            self._handoffs -= 1
+
     def handoff(self, conversions: Sequence[Conversion]) -> None:
         """Commit a finished request's conversions and wake the sender; never raises.
 

@@ -114,11 +114,11 @@ class RequestGateway:
         """The request's tracker and the ``Set-Cookie`` values to add to a < 500 response."""
         consent = _UNKNOWN if self._resolver is None else self._resolve_consent(facts)
         if not self._enabled:
-            return Tracker(self.engine, consent=consent), ()
+            return Tracker(self.engine, consent=consent, announce=True), ()
         query = facts.query_string
         cookies = facts.header("cookie")
         if "twclid" not in query and (cookies is None or self.cookie_name not in cookies):
-            return Tracker(self.engine, consent=consent), ()
+            return Tracker(self.engine, consent=consent, announce=True), ()
         present, stored = self._read_cookie(cookies)
         if stored is not None:
             consent = stored.consent.merged(consent)  # what the site says now wins
@@ -126,13 +126,16 @@ class RequestGateway:
         if not consent.storage_allowed(self.settings.consent_required):
             # The click may still attribute this request's conversions; it is not stored.
             clicked = self._capture(facts, twclid, consent) if twclid else None
-            return Tracker(self.engine, attribution=clicked, consent=consent), self._clear(present)
+            return (
+                Tracker(self.engine, attribution=clicked, consent=consent, announce=True),
+                self._clear(present),
+            )
         if twclid is None or (stored is not None and stored.twclid == twclid):
-            return Tracker(self.engine, attribution=stored, consent=consent), ()
+            return Tracker(self.engine, attribution=stored, consent=consent, announce=True), ()
         attribution = self._capture(facts, twclid, consent)
         logger.debug("landing with a new click: attribution cookie set")
         return (
-            Tracker(self.engine, attribution=attribution, consent=consent),
+            Tracker(self.engine, attribution=attribution, consent=consent, announce=True),
             self._set_cookie(attribution, self.is_secure(facts)),
         )
 
@@ -338,6 +341,8 @@ class RequestGateway:
 
         ``final=False`` takes the queue but leaves the tracker open (ASGI, at the last body
         message: code still running, like background tasks, may convert more).
+        Conversions returned must be given to ``handoff()``, which settles the hand-off
+        the tracker announced to ``TrackLayer.flush()``.
         """
         conversions = tracker.close() if final else tracker.take()
         if not conversions:
@@ -355,6 +360,7 @@ class RequestGateway:
             reason = f"the app raised {type(error).__name__} before the response was complete"
         else:
             return conversions
+        self.engine.settle_handoff()
         logger.warning(
             "dropped %d conversion(s) (%s) because %s",
             len(conversions),
@@ -364,11 +370,13 @@ class RequestGateway:
         return ()
 
     def handoff(self, conversions: Sequence[Conversion]) -> None:
-        """Give conversions to the engine (commits them); failures are logged, never raised."""
+        """Give what ``finish()`` returned to the engine (commits it); never raises."""
         try:
             self.engine.handoff(conversions)
         except Exception:
             logger.exception("hand-off of %d conversion(s) failed", len(conversions))
+        finally:
+            self.engine.settle_handoff()
 
 
 def engine_from(

@@ -57,7 +57,16 @@ class Tracker:
     I/O while the request runs; ``pending`` shows what is queued.
     """
 
-    __slots__ = ("_attribution", "_closed", "_consent", "_engine", "_pending", "_request", "_token")
+    __slots__ = (
+        "_announce",
+        "_attribution",
+        "_closed",
+        "_consent",
+        "_engine",
+        "_pending",
+        "_request",
+        "_token",
+    )
 
     def __init__(
         self,
@@ -66,8 +75,10 @@ class Tracker:
         attribution: Attribution | None = None,
         consent: Consent | None = None,
         request: Any = None,
+        announce: bool = False,
     ) -> None:
         self._engine = engine
+        self._announce = announce
         self._attribution = attribution
         self._consent = consent if consent is not None else _UNKNOWN
         self._request = request
@@ -148,6 +159,9 @@ class Tracker:
         key = (conversion.event_id, conversion.conversion_id)
         if self._pending is None:
             self._pending = {}
+            if self._announce:
+                # flush() must wait for this request's hand-off, even once it has answered.
+                self._engine.expect_handoff()
         first = self._pending.get(key)
         if first is not None:
             logger.info(
