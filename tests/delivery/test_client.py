@@ -211,6 +211,17 @@ def test_429_retry_after_as_http_date(client, fake_x, x_conversion):
     assert result.retry_after is not None and 60 < result.retry_after <= 120
 
 
+def test_fake_x_rate_limit_reaches_the_result(x_conversion):
+    fake = FakeXConversionsAPI(token=SECRET, rate_limit=2)
+    with fake, XConversionsClient(make_settings(fake.start().base_url)) as client:
+        sent = client.send([x_conversion("a"), x_conversion("b")])
+        refused = client.send([x_conversion("c")])
+    assert (sent.kind, sent.rate_limit_remaining) == ("ok", 0)
+    assert sent.rate_limit_reset is not None
+    assert refused.kind == "rate_limited" and refused.retry_after is not None
+    assert refused.rate_limit_reset == sent.rate_limit_reset
+
+
 def test_success_reports_remaining_budget():
     def handler(request: httpx.Request) -> httpx.Response:
         return httpx.Response(

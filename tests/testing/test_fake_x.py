@@ -268,3 +268,58 @@ def test_lifecycle_and_repr():
         assert httpx.post(fake.url("anypixel"), json={"conversions": []}).status_code == 400
     fake.stop()  # idempotent
     assert fake.bugs == []
+
+
+def test_gate_holds_a_request_in_flight_until_released(fake_x, x_conversion):
+    gate = threading.Event()
+    fake_x.script(FakeResponse(gate=gate))
+    answers: list[httpx.Response] = []
+    sender = threading.Thread(
+        target=lambda: answers.append(post(fake_x, {"conversions": [x_conversion()]}))
+    )
+    sender.start()
+    assert fake_x.wait_for_arrivals(1, timeout=10)
+    assert fake_x.requests == [] and fake_x.accepted == []  # still in flight
+    gate.set()
+    sender.join(timeout=10)
+    assert [a.status_code for a in answers] == [200]
+    assert len(fake_x.accepted) == 1
+
+
+def test_stop_releases_a_held_request_by_dropping_it(x_conversion):
+    fake = FakeXConversionsAPI(token=None).start()
+    fake.script(FakeResponse(gate=threading.Event()))
+    outcome: list[object] = []
+
+    def call() -> None:
+        try:
+            outcome.append(httpx.post(fake.url("o1a2b"), json={"conversions": [x_conversion()]}))
+        except httpx.HTTPError as exc:
+            outcome.append(exc)
+
+    caller = threading.Thread(target=call)
+    caller.start()
+    assert fake.wait_for_arrivals(1, timeout=10)
+    fake.stop()
+    caller.join(timeout=10)
+    assert isinstance(outcome[0], httpx.RemoteProtocolError)
+    assert fake.accepted == []
+
+
+def test_rate_limit_budget_headers_and_429(x_conversion):
+    with FakeXConversionsAPI(token=None, rate_limit=3) as fake:
+
+        def send(n: int) -> httpx.Response:
+            body = {"conversions": [x_conversion(str(i)) for i in range(n)]}
+            return httpx.post(fake.url("o1a2b"), json=body)
+
+        first, refused, last = send(2), send(2), send(1)
+    assert first.status_code == 200
+    assert first.headers["x-rate-limit-limit"] == "3"
+    assert first.headers["x-rate-limit-remaining"] == "1"
+    assert int(first.headers["x-rate-limit-reset"]) > 0
+    assert refused.status_code == 429
+    assert refused.json()["errors"][0]["code"] == "TOO_MANY_REQUESTS"
+    assert 1 <= int(refused.headers["retry-after"]) <= 901
+    assert (last.status_code, last.headers["x-rate-limit-remaining"]) == (200, "0")
+    assert len(fake.accepted) == 3

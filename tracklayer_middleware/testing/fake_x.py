@@ -26,6 +26,7 @@ import json
 import re
 import socket
 import threading
+import time
 import uuid
 from collections import Counter
 from collections.abc import Iterable, Mapping
@@ -59,7 +60,9 @@ class FakeResponse:
     ``headers``, a ``malformed_body``, or a connection closed before answering (the case where
     X processed a batch but the client never heard). Any other scripted answer is given
     without processing. ``drop_connection`` closes the connection without processing.
-    ``delay`` stalls the answer that many seconds (a client timeout).
+    ``delay`` stalls the answer that many seconds (a client timeout); ``gate`` holds it until
+    the test sets that event (a POST kept in flight, with no timing involved; see
+    ``wait_for_arrivals``).
     """
 
     status: int = 200
@@ -69,6 +72,7 @@ class FakeResponse:
     drop_connection: bool = False
     drop_after_read: bool = False
     malformed_body: bool = False
+    gate: threading.Event | None = field(default=None, compare=False)
 
     @property
     def processes(self) -> bool:
@@ -137,6 +141,9 @@ class FakeXConversionsAPI:
     ``"bearer"`` (``Authorization: Bearer``) or ``"pixel_token"`` (``X-Pixel-Token``).
     ``auth="oauth1"`` checks an HMAC-SHA1 signature made with ``oauth1=(consumer_key,
     consumer_secret, access_token, access_token_secret)`` (needs ``oauthlib``).
+    ``rate_limit``: conversions accepted per ``rate_limit_window`` seconds (None: no limit);
+    answers then carry ``x-rate-limit-limit/-remaining/-reset`` and a batch over the budget
+    gets 429 with ``Retry-After``.
     """
 
     def __init__(
@@ -150,6 +157,8 @@ class FakeXConversionsAPI:
         unknown_pixel_status: int = 404,
         api_version: str = "12",
         account_id: str = "18ce54d4x5t",
+        rate_limit: int | None = None,
+        rate_limit_window: float = 900.0,
     ) -> None:
         if auth not in ("bearer", "pixel_token", "oauth1"):
             raise ValueError(f"auth must be 'bearer', 'pixel_token' or 'oauth1', not {auth!r}.")
@@ -161,6 +170,12 @@ class FakeXConversionsAPI:
         self.unknown_pixel_status = unknown_pixel_status
         self.api_version = api_version
         self.account_id = account_id
+        self.rate_limit = rate_limit
+        self.rate_limit_window = rate_limit_window
+        self._window_start = time.time()
+        self._window_used = 0
+        self._arrivals = 0
+        self._gates: set[threading.Event] = set()
         self._token = token
         self._oauth1 = oauth1
         self._cond = threading.Condition()
@@ -198,6 +213,10 @@ class FakeXConversionsAPI:
         if server is None:
             return
         self._stopping.set()
+        with self._cond:
+            gates = list(self._gates)
+        for gate in gates:  # held answers end now (their connections are dropped)
+            gate.set()
         if self._thread is not None and self._thread.is_alive():  # not so in a forked child
             server.shutdown()
         server.server_close()
@@ -267,6 +286,8 @@ class FakeXConversionsAPI:
             self._requests.clear()
             self._accepted.clear()
             self._delay = None
+            self._arrivals = 0
+            self._window_start, self._window_used = time.time(), 0
 
     # ------------------------------------------------------------------ records
     @property
@@ -306,6 +327,11 @@ class FakeXConversionsAPI:
         with self._cond:
             return self._cond.wait_for(lambda: len(self._requests) >= n, timeout)
 
+    def wait_for_arrivals(self, n: int, timeout: float = 5.0) -> bool:
+        """Block until at least ``n`` requests arrived, answered or still held by a ``gate``."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self._arrivals >= n, timeout)
+
     # ------------------------------------------------------------------ serving
     def _handle(self, handler: _Handler) -> None:
         length = int(handler.headers.get("Content-Length") or 0)
@@ -316,7 +342,17 @@ class FakeXConversionsAPI:
         with self._cond:
             scripted = self._script.pop(0) if self._script else None
             delay = scripted.delay if scripted and scripted.delay is not None else self._delay
-        if delay and self._stopping.wait(delay):
+            gate = scripted.gate if scripted else None
+            if gate is not None:
+                self._gates.add(gate)
+            self._arrivals += 1
+            self._cond.notify_all()
+        stalled = bool(delay) and self._stopping.wait(delay)
+        if gate is not None:
+            gate.wait()
+            with self._cond:
+                self._gates.discard(gate)
+        if stalled or self._stopping.is_set():
             handler.close_connection = True
             return
         answer: _Answer | None = None
@@ -394,9 +430,34 @@ class FakeXConversionsAPI:
                         "event_id",
                     )
         with self._cond:
+            limit_headers, over = self._spend_budget(len(conversions))
+            if over:
+                retry = limit_headers["x-rate-limit-reset"]
+                answer = _error(429, "TOO_MANY_REQUESTS", "Rate limit exceeded.")
+                retry_after = max(1, int(retry) - int(time.time()))
+                answer.headers = {**limit_headers, "Retry-After": str(retry_after)}
+                return answer
             self._accepted.extend(conversions)
             self._cond.notify_all()
-        return _Answer(200, json.dumps(self._success(len(conversions))).encode())
+        body = json.dumps(self._success(len(conversions))).encode()
+        return _Answer(200, body, limit_headers)
+
+    def _spend_budget(self, n: int) -> tuple[dict[str, str], bool]:
+        """Rate-limit headers after taking ``n`` from the window's budget; True if over."""
+        if self.rate_limit is None:
+            return {}, False
+        now = time.time()
+        if now >= self._window_start + self.rate_limit_window:
+            self._window_start, self._window_used = now, 0
+        over = self._window_used + n > self.rate_limit
+        if not over:
+            self._window_used += n
+        headers = {
+            "x-rate-limit-limit": str(self.rate_limit),
+            "x-rate-limit-remaining": str(max(0, self.rate_limit - self._window_used)),
+            "x-rate-limit-reset": str(int(self._window_start + self.rate_limit_window) + 1),
+        }
+        return headers, over
 
     def _success(self, processed: int) -> dict[str, Any]:
         return {
