@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tests.adversarial.conftest import Ledger, Shop, base_config, wait_until
+from tests.adversarial.conftest import Ledger, Observed, Shop, base_config, wait_until
 from tracklayer_middleware.delivery import sqlite_outbox
 from tracklayer_middleware.delivery.client import SendResult, XConversionsClient
 from tracklayer_middleware.engine import TrackLayer
@@ -241,3 +241,24 @@ def test_engine_restart_mid_retry_resends_the_same_ids(
     second = make_engine()
     assert second.flush(timeout=30), second.stats()
     ledger.account(ids, xapi.accepted_ids().elements())
+
+
+def test_outbox_file_corrupt_at_start(
+    tmp_path: Path,
+    make_engine: MakeEngine,
+    observed: Observed,
+    xapi: FakeXConversionsAPI,
+    ledger: Ledger,
+) -> None:
+    """The shop starts on an outbox file full of garbage: pages are still served, the
+    request's conversions wait in memory, and once an operator moves the broken file away
+    they are committed to a fresh outbox and delivered."""
+    path = tmp_path / "outbox.sqlite3"
+    path.write_bytes(b"this is not a database " * 512)
+    shop = Shop(make_engine(), observed)
+    response = shop.post("/checkout", json={"conversion_id": "corrupt_during",
+                                            "email": "corrupt@example.com"})
+    assert response.status_code == 200
+    path.rename(path.with_suffix(".broken"))  # the operator's fix
+    assert shop.engine.flush(timeout=30), shop.engine.stats()
+    ledger.account({"corrupt_during"}, xapi.accepted_ids().elements())
