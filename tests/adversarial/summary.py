@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
 
 import pytest
 
@@ -96,13 +95,16 @@ class ReliabilityTally:
             for path, kinds in sorted(files.items())
         ]
 
-    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
-        if self.cases:
-            terminalreporter.write_sep("=", "tracklayer reliability (tests/adversarial)")
-            if terminalreporter.verbosity > 0:
-                for row in self.by_file():
-                    terminalreporter.write_line(row)
-            terminalreporter.write_line(self.line())
+    def pytest_unconfigure(self, config: pytest.Config) -> None:
+        """Written after pytest's own "N passed" line, so it is the last thing a run shows."""
+        reporter = config.pluginmanager.get_plugin("terminalreporter")
+        if not self.cases or reporter is None:
+            return
+        reporter.write_sep("=", "tracklayer reliability (tests/adversarial)")
+        if reporter.verbosity > 0:
+            for row in self.by_file():
+                reporter.write_line(row)
+        reporter.write_line(self.line())
 
 
 def _outcome(report: pytest.TestReport) -> str:
