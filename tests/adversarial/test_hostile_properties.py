@@ -23,6 +23,7 @@ from tracklayer_middleware.attribution import AttributionCodec
 from tracklayer_middleware.conversion import Conversion, build_conversion
 from tracklayer_middleware.errors import ConfigurationError
 from tracklayer_middleware.settings import TrackLayerSettings
+from tracklayer_middleware.testing.x_rules import check_body
 
 pytestmark = pytest.mark.adversarial_input
 
@@ -109,6 +110,8 @@ def test_convert_with_any_arguments_is_a_conversion_or_a_trackLayer_error(
     if isinstance(outcome, Conversion):
         body = outcome.to_x()
         json.dumps(body, allow_nan=False)  # X-valid JSON: no NaN/Infinity, all serializable
+        if outcome.initial_state == "pending":  # what we would send, X's rules must accept
+            assert check_body({"conversions": [body]}, outcome.pixel_id) is None, body
         assert Conversion.from_record(json.loads(json.dumps(outcome.to_record()))) == outcome
         assert outcome.conversion_time - now <= timedelta(minutes=5)
         value = body.get("value")
