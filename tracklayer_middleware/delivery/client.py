@@ -233,7 +233,9 @@ def _read_within(response: httpx.Response, deadline: float) -> httpx.Response:
         if time.perf_counter() > deadline:
             raise httpx.ReadTimeout("X's answer exceeded timeout_seconds", request=response.request)
     return httpx.Response(
-        response.status_code, headers=response.headers, content=b"".join(chunks),
+        response.status_code,
+        headers=response.headers,
+        content=b"".join(chunks),
         request=response.request,
     )
 
