@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from tests.adversarial.conftest import TOKEN, Shop, attribution_cookie
+from tests.adversarial.conftest import SECRET_KEY, TOKEN, Shop, attribution_cookie
 from tests.adversarial.summary import LEAKS
 from tracklayer_middleware.cli import main as cli_main
 from tracklayer_middleware.delivery.client import XConversionsClient
@@ -40,6 +40,7 @@ RAW = {
     "phone": PHONE,
     "phone (digits)": "4155550199",
     "token": TOKEN,
+    "cookie signing key": SECRET_KEY,
 }
 HASHES = {
     "hashed email": hashlib.sha256(EMAIL.strip().lower().encode()).hexdigest(),
@@ -120,6 +121,10 @@ def run_story(shop: Shop, xapi: FakeXConversionsAPI, caplog: pytest.LogCaptureFi
             engine.convert("purchase", conversion_id="leak_bad", attribution="leakclick1", **bad)
         sinks.add("exception", str(caught.value))
         sinks.add("exception", repr(caught.value))
+    for broken in ({"pixel_id": ""}, {"secret_key_fallbacks": ("",)}, {"batch_size": 0}):
+        with pytest.raises(TrackLayerError) as caught:
+            engine.settings.replace(**broken)
+        sinks.add("exception", str(caught.value))
     # 6. X refuses the token once (AUTH_FAILED path logs the guide's fix), then accepts.
     xapi.script(401)
     assert engine.flush(timeout=30)  # paused rows do not hold flush()
@@ -210,8 +215,12 @@ def test_no_token_anywhere_but_the_auth_header(story: Sinks) -> None:
 
 
 def test_no_raw_email_or_phone_anywhere(story: Sinks) -> None:
-    raw = {k: v for k, v in RAW.items() if k != "token"}
+    raw = {k: v for k, v in RAW.items() if k not in ("token", "cookie signing key")}
     assert leaked(story, raw) == []
+
+
+def test_no_cookie_signing_key_anywhere(story: Sinks) -> None:
+    assert leaked(story, {"cookie signing key": SECRET_KEY}) == []
 
 
 def test_hashes_only_in_the_outbox_record_and_the_body_to_x(story: Sinks) -> None:
