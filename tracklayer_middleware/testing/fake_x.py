@@ -338,41 +338,15 @@ class FakeXConversionsAPI:
         body = handler.rfile.read(length) if length > 0 else b""
         headers = {k.lower(): v for k, v in handler.headers.items()}
         match = _PATH_RE.match(handler.path.split("?", 1)[0])
-        pixel_id = match.group("pixel") if match else None
-        with self._cond:
-            scripted = self._script.pop(0) if self._script else None
-            delay = scripted.delay if scripted and scripted.delay is not None else self._delay
-            gate = scripted.gate if scripted else None
-            if gate is not None:
-                self._gates.add(gate)
-            self._arrivals += 1
-            self._cond.notify_all()
-        stalled = bool(delay) and self._stopping.wait(delay)
-        if gate is not None:
-            gate.wait()
-            with self._cond:
-                self._gates.discard(gate)
-        if stalled or self._stopping.is_set():
+        scripted = self._arrive()
+        if not self._hold(scripted):
             handler.close_connection = True
             return
-        answer: _Answer | None = None
-        if scripted is None or scripted.processes:
-            try:
-                answer = self._process(handler, match, headers, body)
-            except Exception as exc:  # a bug in the fake must show, not look like a dropped line
-                with self._cond:
-                    self._bugs.append(exc)
-                answer = _error(500, "FAKE_X_BUG", f"the fake X failed: {exc!r}")
-        if scripted is not None and (answer is None or 200 <= answer.status < 300):
-            answer = (
-                None
-                if scripted.drop_connection or scripted.drop_after_read
-                else _scripted(scripted, answer)
-            )
+        answer = self._answer(handler, match, headers, body, scripted)
         record = RecordedRequest(
             method=handler.command,
             path=handler.path,
-            pixel_id=pixel_id,
+            pixel_id=match.group("pixel") if match else None,
             headers=headers,
             body=body,
             status=answer.status if answer else None,
@@ -390,6 +364,50 @@ class FakeXConversionsAPI:
         handler.send_header("Content-Length", str(len(answer.body)))
         handler.end_headers()
         handler.wfile.write(answer.body)
+
+    def _arrive(self) -> FakeResponse | None:
+        """Count the arrival and take the next scripted answer, if any."""
+        with self._cond:
+            scripted = self._script.pop(0) if self._script else None
+            if scripted is not None and scripted.gate is not None:
+                self._gates.add(scripted.gate)
+            self._arrivals += 1
+            self._cond.notify_all()
+            return scripted
+
+    def _hold(self, scripted: FakeResponse | None) -> bool:
+        """Stall for the delay and/or the gate; False when stop() cut it short."""
+        with self._cond:
+            delay = scripted.delay if scripted and scripted.delay is not None else self._delay
+        stalled = bool(delay) and self._stopping.wait(delay)
+        if scripted is not None and scripted.gate is not None:
+            scripted.gate.wait()
+            with self._cond:
+                self._gates.discard(scripted.gate)
+        return not (stalled or self._stopping.is_set())
+
+    def _answer(
+        self,
+        handler: _Handler,
+        match: re.Match[str] | None,
+        headers: Mapping[str, str],
+        body: bytes,
+        scripted: FakeResponse | None,
+    ) -> _Answer | None:
+        """X's answer, or the scripted one (None: drop the connection)."""
+        answer: _Answer | None = None
+        if scripted is None or scripted.processes:
+            try:
+                answer = self._process(handler, match, headers, body)
+            except Exception as exc:  # a bug in the fake must show, not look like a dropped line
+                with self._cond:
+                    self._bugs.append(exc)
+                answer = _error(500, "FAKE_X_BUG", f"the fake X failed: {exc!r}")
+        if scripted is None or (answer is not None and not 200 <= answer.status < 300):
+            return answer  # unscripted, or X's real refusal of a batch the script let through
+        if scripted.drop_connection or scripted.drop_after_read:
+            return None
+        return _scripted(scripted, answer)
 
     def _process(
         self,
