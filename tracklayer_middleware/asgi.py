@@ -18,7 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .conversion import Conversion
 from .gateway import MAX_BODY, RequestGateway, engine_from
-from .tracker import activate, deactivate
+from .tracker import Tracker, activate, deactivate
 
 if TYPE_CHECKING:
     from .engine import TrackLayer
@@ -80,7 +80,7 @@ class TrackLayerMiddleware:
                 # The client has the whole response: commit what is queued now.
                 conversions = gateway.finish(tracker, status=status, complete=True, final=False)
                 if conversions:
-                    await self._handoff(conversions)
+                    await self._handoff(tracker, conversions)
 
         token = activate(tracker)
         try:
@@ -88,18 +88,18 @@ class TrackLayerMiddleware:
         except BaseException as exc:
             conversions = gateway.finish(tracker, status=status, complete=complete, error=exc)
             if conversions:
-                await self._handoff(conversions)
+                await self._handoff(tracker, conversions)
             raise
         finally:
             deactivate(token)
         conversions = gateway.finish(tracker, status=status, complete=complete)
         if conversions:
-            await self._handoff(conversions)
+            await self._handoff(tracker, conversions)
 
-    async def _handoff(self, conversions: tuple[Conversion, ...]) -> None:
+    async def _handoff(self, tracker: Tracker, conversions: tuple[Conversion, ...]) -> None:
         # The client has its response; a cancellation now must not lose the hand-off.
         with anyio.CancelScope(shield=True):
-            await anyio.to_thread.run_sync(self.gateway.handoff, conversions)
+            await anyio.to_thread.run_sync(self.gateway.handoff, tracker, conversions)
 
     def _with_cookies(self, message: Message, cookies: tuple[str, ...]) -> Message:
         headers = list(message.get("headers", ()))

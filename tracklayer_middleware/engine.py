@@ -74,6 +74,9 @@ class TrackLayer:
         self._buffer: deque[Conversion] = deque()
         self._buffer_lock = threading.Lock()
         self._handoffs = 0
+        # Trackers of requests that queued conversions and whose hand-off has not run yet.
+        # Weak: a tracker its framework abandons (no close() ever) cannot hold flush() forever.
+        self._owed: weakref.WeakSet[Tracker] = weakref.WeakSet()
         self._closed = False
         self.sender = Sender(
             self.settings,
@@ -138,20 +141,20 @@ class TrackLayer:
 
         return Tracker(self, attribution=attribution, consent=consent)
 
-    def expect_handoff(self) -> None:
-        """A request queued conversions: ``flush()`` waits until ``settle_handoff()``.
+    def expect_handoff(self, tracker: Tracker) -> None:
+        """A request queued conversions: ``flush()`` waits until ``settle_handoff(tracker)``.
 
         Announced by the middleware's tracker at the first ``convert()`` of a request, so a
         ``flush()`` right after the client got its response cannot miss the hand-off the
         server is about to run (``close()``, the last ASGI body message).
         """
         with self._buffer_lock:
-            self._handoffs += 1
+            self._owed.add(tracker)
 
-    def settle_handoff(self) -> None:
+    def settle_handoff(self, tracker: Tracker) -> None:
         """The hand-off (or drop) announced by ``expect_handoff()`` is over."""
         with self._buffer_lock:
-            self._handoffs -= 1
+            self._owed.discard(tracker)
 
     def handoff(self, conversions: Sequence[Conversion]) -> None:
         """Commit a finished request's conversions and wake the sender; never raises.
@@ -262,7 +265,7 @@ class TrackLayer:
                     complained = True
                 count, due = 1, None
             with self._buffer_lock:
-                busy = len(self._buffer) + self._handoffs
+                busy = len(self._buffer) + self._handoffs + len(self._owed)
             if count == 0 and busy == 0:
                 return True
             remaining = None if deadline is None else deadline - time.monotonic()
@@ -337,6 +340,7 @@ def _reinit_after_fork() -> None:
     for engine in list(_engines):
         engine._buffer_lock = threading.Lock()
         engine._handoffs = 0  # those hand-offs run in the parent's threads
+        engine._owed = weakref.WeakSet()
 
 
 if hasattr(os, "register_at_fork"):

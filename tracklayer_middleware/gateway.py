@@ -360,7 +360,7 @@ class RequestGateway:
             reason = f"the app raised {type(error).__name__} before the response was complete"
         else:
             return conversions
-        self.engine.settle_handoff()
+        self.engine.settle_handoff(tracker)
         logger.warning(
             "dropped %d conversion(s) (%s) because %s",
             len(conversions),
@@ -369,14 +369,14 @@ class RequestGateway:
         )
         return ()
 
-    def handoff(self, conversions: Sequence[Conversion]) -> None:
-        """Give what ``finish()`` returned to the engine (commits it); never raises."""
+    def handoff(self, tracker: Tracker, conversions: Sequence[Conversion]) -> None:
+        """Give what ``finish(tracker)`` returned to the engine (commits it); never raises."""
         try:
             self.engine.handoff(conversions)
         except Exception:
             logger.exception("hand-off of %d conversion(s) failed", len(conversions))
         finally:
-            self.engine.settle_handoff()
+            self.engine.settle_handoff(tracker)
 
 
 def engine_from(

@@ -58,6 +58,7 @@ class Tracker:
     """
 
     __slots__ = (
+        "__weakref__",
         "_announce",
         "_attribution",
         "_closed",
@@ -161,7 +162,7 @@ class Tracker:
             self._pending = {}
             if self._announce:
                 # flush() must wait for this request's hand-off, even once it has answered.
-                self._engine.expect_handoff()
+                self._engine.expect_handoff(self)
         first = self._pending.get(key)
         if first is not None:
             logger.info(

@@ -184,7 +184,7 @@ def _end_request(
     code = status[0] if status else None
     conversions = gateway.finish(tracker, status=code, complete=complete, error=error)
     if conversions:
-        gateway.handoff(conversions)
+        gateway.handoff(tracker, conversions)
 
 
 def _read_body(environ: Environ) -> bytes:

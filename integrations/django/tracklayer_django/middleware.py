@@ -146,9 +146,11 @@ def finish_response(
             tracker, status=response.status_code, complete=outcome.complete, error=outcome.error
         )
         if conversions:
-            gateway.handoff(conversions)
+            gateway.handoff(tracker, conversions)
 
-    # Django runs these in response.close(), after the server sent the last byte.
+    # Django runs these in response.close(), after the server sent the last byte. A stream
+    # that breaks is never closed by Django's ASGI handler: it ends the request at once.
+    outcome.on_error = hand_off
     response._resource_closers.append(hand_off)  # type: ignore[attr-defined]
     return response
 
@@ -159,12 +161,18 @@ class _Outcome:
     def __init__(self, *, complete: bool) -> None:
         self.complete = complete
         self.error: BaseException | None = None
+        self.on_error: Callable[[], None] | None = None
+
+    def _failed(self, exc: BaseException) -> None:
+        self.error = exc
+        if self.on_error is not None:
+            self.on_error()
 
     def watch(self, chunks: Iterator[bytes]) -> Iterator[bytes]:
         try:
             yield from chunks
         except BaseException as exc:
-            self.error = exc
+            self._failed(exc)
             raise
         self.complete = True
 
@@ -173,7 +181,7 @@ class _Outcome:
             async for chunk in chunks:
                 yield chunk
         except BaseException as exc:
-            self.error = exc
+            self._failed(exc)
             raise
         self.complete = True
 
