@@ -216,3 +216,34 @@ def test_consent_resolver_failing(
     assert shop.post("/checkout", json=order("resolver_1")).status_code == 200
     assert shop.engine.flush(timeout=30)
     ledger.account({"resolver_1"}, xapi.accepted_ids().elements())
+
+
+def test_app_returning_without_any_response_sends_nothing(
+    engine: TrackLayer, xapi: FakeXConversionsAPI, ledger: Ledger
+) -> None:
+    """An ASGI app that converts and then returns without sending a response (the server
+    answers 500 for it): nothing was confirmed to the client, nothing is sent."""
+
+    async def silent(scope: Any, receive: Any, send: Any) -> None:
+        from tracklayer_middleware.tracker import current_tracker
+
+        tracker = current_tracker()
+        assert tracker is not None
+        tracker.convert("purchase", conversion_id="silent_1", email="silent@example.com")
+
+    app = TrackLayerMiddleware(silent, engine)
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
+             "method": "POST", "scheme": "http", "path": "/silent", "raw_path": b"/silent",
+             "query_string": b"", "root_path": "", "headers": [(b"host", b"shop.test")],
+             "client": ("203.0.113.9", 5000), "server": ("shop.test", 80)}
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        raise AssertionError(f"nothing should be sent: {message}")
+
+    anyio.run(app, scope, receive, send)
+    engine.convert("purchase", conversion_id="silent_control", email="c@example.com")
+    assert engine.flush(timeout=30)
+    ledger.account({"silent_control"}, xapi.accepted_ids().elements())

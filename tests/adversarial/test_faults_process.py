@@ -262,3 +262,24 @@ def test_outbox_file_corrupt_at_start(
     path.rename(path.with_suffix(".broken"))  # the operator's fix
     assert shop.engine.flush(timeout=30), shop.engine.stats()
     ledger.account({"corrupt_during"}, xapi.accepted_ids().elements())
+
+
+def test_clock_jumps_forward_a_day(
+    make_engine: MakeEngine,
+    xapi: FakeXConversionsAPI,
+    ledger: Ledger,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The clock leaps a day ahead while X is failing: leases and backoffs look long over,
+    which may only make things due sooner — still once each, and nothing dead early."""
+    engine = make_engine()
+    xapi.script(503, 503, 503)
+    ids = convert_all(engine, ["leap_1", "leap_2"])
+    assert xapi.wait_for_requests(1)
+    real = time.time
+    monkeypatch.setattr(time, "time", lambda: real() + 86_400)
+    engine.sender._clock = time.time
+    ids += convert_all(engine, ["leap_3"])
+    assert engine.flush(timeout=30), engine.stats()
+    ledger.account(ids, xapi.accepted_ids().elements())
+    assert states(engine, ids) == {"sent"}
