@@ -112,3 +112,45 @@ def test_any_attribution_report(
     )
     assert status in (204, 400, 413, 415), status
     assert cookies_are_ours(app.engine, headers)
+
+
+latin1 = header_bytes.map(lambda b: b.decode("latin-1"))
+
+
+@FUZZ
+@given(cookie=latin1, query=latin1, host=latin1, body=st.binary(max_size=300),
+       length=st.one_of(st.none(), st.text(alphabet="0123456789 -+x", max_size=6)))
+def test_any_environ_on_the_wsgi_shell(
+    engine: TrackLayer, cookie: str, query: str, host: str, body: bytes, length: str | None
+) -> None:
+    """WSGI servers hand header bytes over as latin-1 text: any of them, on a landing page
+    and on the attribution endpoint, is answered without a 5xx."""
+    import io
+
+    from tests.adversarial.test_wsgi_shell import shop
+    from tracklayer_middleware.wsgi import TrackLayerWSGIMiddleware
+
+    app = TrackLayerWSGIMiddleware(shop, engine)
+    for method, path in (("GET", "/whoami"), ("POST", engine.settings.attribution_path)):
+        environ = {"REQUEST_METHOD": method, "PATH_INFO": path, "QUERY_STRING": query,
+                   "SERVER_NAME": "shop.test", "SERVER_PORT": "80", "HTTP_HOST": host,
+                   "HTTP_COOKIE": cookie, "HTTP_ORIGIN": "http://" + host,
+                   "CONTENT_TYPE": "application/json", "wsgi.url_scheme": "http",
+                   "REMOTE_ADDR": "203.0.113.7", "wsgi.input": io.BytesIO(body)}
+        if length is not None:
+            environ["CONTENT_LENGTH"] = length
+        seen: list[tuple[str, list[tuple[str, str]]]] = []
+
+        def start_response(status: str, headers: list[tuple[str, str]],
+                           exc_info: Any = None, seen: list[Any] = seen) -> None:
+            seen.append((status, headers))
+
+        result = app(environ, start_response)
+        try:
+            b"".join(result)
+        finally:
+            getattr(result, "close", lambda: None)()
+        status, headers = seen[0]
+        assert int(status.split()[0]) < 500, status
+        raw = [(k.lower().encode(), v.encode("latin-1")) for k, v in headers]
+        assert cookies_are_ours(engine, raw)
