@@ -9,6 +9,8 @@ reach the ``Conversion``: it holds only their SHA-256.
 
 from __future__ import annotations
 
+import difflib
+import inspect
 import ipaddress
 import logging
 import math
@@ -226,6 +228,7 @@ def build_conversion(
     consent: Consent | Mapping[str, Any] | None = None,
     attribution_note: str | None = None,
     now: datetime | None = None,
+    **unknown: Any,
 ) -> Conversion:
     """Validate a conversion now and return it, ready to queue.
 
@@ -235,8 +238,11 @@ def build_conversion(
     ``attribution_note`` overrides the recorded source (the tracker passes ``"cookie"``).
     ``consent`` (a ``Consent`` or the guide's ``{"adStorage": ..., "adUserData": ...}``) wins
     over the consent carried by the attribution.
-    Raises ``ConversionError`` naming the bad field.
+    Raises ``ConversionError`` naming the bad field (an unknown keyword too, with the nearest
+    known name: ``convert(..., emial=...)`` must not be a bare ``TypeError``).
     """
+    if unknown:
+        _refuse_unknown_fields(unknown)
     mapping = settings.event(event) if isinstance(event, str) else None
     if mapping is None:
         known = ", ".join(sorted(settings.events)) or "none configured yet"
@@ -303,6 +309,18 @@ def build_conversion(
         attribution_note=note,
         identifiers=names,
         **values,
+    )
+
+
+def _refuse_unknown_fields(unknown: Mapping[str, Any]) -> None:
+    params = inspect.signature(build_conversion).parameters.values()
+    known = [p.name for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY]
+    name = sorted(unknown)[0]
+    hint = difflib.get_close_matches(name, known, n=1)
+    suggestion = f" Did you mean {hint[0]!r}?" if hint else ""
+    raise ConversionError(
+        f"convert() got an unknown field {name!r}.{suggestion} Known fields: {', '.join(known)}.",
+        field=name,
     )
 
 

@@ -136,3 +136,14 @@ def test_forged_twclid_as_attribution(convert: Convert) -> None:
 @pytest.mark.parametrize("ip", ["999.1.1.1", "127.0.0.1\x00", "localhost"])
 def test_bad_ip_address(convert: Convert, ip: str) -> None:
     refused(convert(ip_address=ip), "ip_address")
+
+
+@pytest.mark.parametrize(
+    ("typo", "meant"),
+    [("emial", "email"), ("conversion_tme", "conversion_time"), ("currancy", "currency")],
+)
+def test_misspelt_field_is_a_conversion_error_with_a_suggestion(
+    convert: Convert, typo: str, meant: str
+) -> None:
+    error = refused(convert(**{typo: "x"}), typo)
+    assert repr(meant) in str(error)
