@@ -76,6 +76,17 @@ class Sinks:
                     break
 
 
+def decode_signed(value: str) -> str:
+    """The payload of an itsdangerous value, decoded without checking the signature."""
+    import zlib
+
+    from itsdangerous.encoding import base64_decode
+
+    compressed = value.startswith(".")
+    payload = base64_decode(value.lstrip(".").split(".")[0])
+    return (zlib.decompress(payload) if compressed else payload).decode("utf-8", "replace")
+
+
 def run_story(shop: Shop, xapi: FakeXConversionsAPI, caplog: pytest.LogCaptureFixture,
               capsys: pytest.CaptureFixture[str]) -> Sinks:
     caplog.set_level(logging.DEBUG)
@@ -86,6 +97,9 @@ def run_story(shop: Shop, xapi: FakeXConversionsAPI, caplog: pytest.LogCaptureFi
     def answer(name: str, response: Any) -> None:
         sinks.add(f"{name}.set-cookie", response.headers.get_list("set-cookie"))
         sinks.add(f"{name}.body", response.content)
+        value = attribution_cookie(response)
+        if value:  # the signed payload is base64: scan it decoded, as a thief would read it
+            sinks.add(f"{name}.set-cookie", decode_signed(value))
 
     # 1. Landing from an ad, with PII some sites put in links.
     landing = shop.get(f"/pricing?twclid=leakclick1&utm_source=x&email={RAW['email']}"
@@ -109,6 +123,8 @@ def run_story(shop: Shop, xapi: FakeXConversionsAPI, caplog: pytest.LogCaptureFi
     answer("checkout", checkout)
     # 4. Out of a request: a job converts with the attribution token.
     token = engine.tracker(attribution=decoded).attribution_token
+    assert token is not None
+    sinks.add("attribution-token", decode_signed(token))
     conversion = engine.convert("lead", conversion_id="leak_lead_1", attribution=token,
                                 email=EMAIL, phone=PHONE)
     sinks.add("repr", conversion)
@@ -201,6 +217,7 @@ def leaked(sinks: Sinks, needles: dict[str, str], allowed: tuple[str, ...] = ())
 
 
 def test_scanner_sees_the_token_and_hashes_where_they_belong(story: Sinks) -> None:
+    assert "leakclick1" in " ".join(story.texts["landing.set-cookie"])  # decoded payload
     assert "x.auth-header" in set(story.find(TOKEN))
     for needle in HASHES.values():
         assert "x.body" in set(story.find(needle))
