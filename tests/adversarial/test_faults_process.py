@@ -127,9 +127,11 @@ def test_outbox_deleted_while_running(
 
 
 SIGTERM_CHILD = """
-import json, sys
+import json, signal, sys
 from tracklayer_middleware.engine import TrackLayer
 config, ids = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+if sys.argv[3] == "graceful":  # like gunicorn's worker: exit normally, atexit closes the engine
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
 engine = TrackLayer(config)
 for cid in ids:
     engine.convert("purchase", conversion_id=cid, attribution="29q0w6g2k2m4a")
@@ -139,14 +141,17 @@ print("drained", flush=True)
 """
 
 
+@pytest.mark.parametrize("handling", ["default", "graceful"])
 def test_sigterm_during_drain(
-    tmp_path: Path, xapi: FakeXConversionsAPI, ledger: Ledger, make_settings: Any
+    tmp_path: Path, xapi: FakeXConversionsAPI, ledger: Ledger, make_settings: Any,
+    handling: str,
 ) -> None:
     ids = [f"sigterm_{i}" for i in range(40)]
     overrides = {"api_base_url": xapi.base_url, "batch_size": 5, "timeout_seconds": 2.0,
                  "lease_seconds": 3.0}
     xapi.delay = 0.2  # a slow X: the drain takes a while
-    child = spawn(SIGTERM_CHILD, json.dumps(base_config(tmp_path, **overrides)), json.dumps(ids))
+    child = spawn(SIGTERM_CHILD, json.dumps(base_config(tmp_path, **overrides)), json.dumps(ids),
+                  handling)
     assert child.stdout is not None and child.stdout.readline().strip() == "queued"
     assert xapi.wait_for_requests(2, timeout=30)
     child.send_signal(signal.SIGTERM)
