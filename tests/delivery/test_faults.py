@@ -17,6 +17,7 @@ import subprocess
 import sys
 import threading
 import time
+import traceback
 from collections import Counter
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -315,19 +316,29 @@ def test_fork_after_start_gives_the_child_its_own_sender(make_engine, fake_x):
     tl = make_engine()
     convert_all(tl, ["ord_parent_1"])
     assert tl.flush(20) and tl.sender.is_alive()
-    pid = os.fork()
-    if pid == 0:  # the child: the parent's thread is gone; a new one must start
-        code = 1
-        try:
-            convert_all(tl, ["ord_child"])
-            code = 0 if tl.flush(20) else 2
-        finally:
-            os._exit(code)
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0
+    busy = [f"ord_busy_{i}" for i in range(300)]
+    tl.handoff([build_conversion(tl.settings, "purchase", conversion_id=cid,
+                                 email=f"{cid}@example.com") for cid in busy])
+    children = []
+    for n in range(3):  # forks land while the parent's sender is using the outbox
+        pid = os.fork()
+        if pid == 0:  # the child: the parent's thread is gone; a new one must start
+            code = 1
+            signal.alarm(60)  # never outlive the test run, whatever happens
+            try:
+                convert_all(tl, [f"ord_child_{n}"])
+                code = 0 if tl.flush(20) else 2
+            except BaseException:
+                traceback.print_exc()
+            finally:
+                os._exit(code)
+        children.append(pid)
+    codes = [os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) for pid in children]
+    assert codes == [0, 0, 0]
     convert_all(tl, ["ord_parent_2"])
     assert tl.flush(20)
-    assert_accounted(tl, fake_x, ["ord_parent_1", "ord_child", "ord_parent_2"])
+    ids = ["ord_parent_1", "ord_parent_2", *busy, *(f"ord_child_{n}" for n in range(3))]
+    assert_accounted(tl, fake_x, ids)
 
 
 # ---------------------------------------------------------------------------- the disk fails

@@ -26,11 +26,13 @@ class MemoryOutbox(SQLiteOutbox):
     def __repr__(self) -> str:
         return "MemoryOutbox()"
 
-    def _open(self) -> sqlite3.Connection:
+    def _connection(self) -> sqlite3.Connection:
+        # Called with the mutex held (see _lock): one connection, created on first use.
         if self._shared is None:
             self._shared = sqlite3.connect(
                 ":memory:", isolation_level=None, check_same_thread=False
             )
+            self._migrate(self._shared)
         return self._shared
 
     @contextlib.contextmanager
@@ -38,15 +40,9 @@ class MemoryOutbox(SQLiteOutbox):
         with self._mutex:
             yield
 
-    def _forget_connection(self) -> None:
-        """Keep it: the shared connection is the data."""
-
     def close(self) -> None:
         """Drop the data (the connection is the data)."""
         with self._mutex:
             if self._shared is not None:
                 self._shared.close()
                 self._shared = None
-            self._connections = {}
-            self._local = threading.local()
-            self._schema_ready = False

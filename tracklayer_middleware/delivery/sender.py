@@ -9,12 +9,14 @@ hands every other claimed row back.
 One cycle: claim due rows under a lease, group them by pixel into batches of at most
 ``batch_size``, take tokens from the rate-limit bucket, renew the lease, POST, and record the
 outcome of every row (``policy.decide``) with one delivery-log entry per row per attempt.
+The lease is renewed before each POST and every third of it while the POST is in flight.
 A 400 on a batch is bisected until the bad conversion is alone: the others are delivered and
 the bad one goes ``dead`` with X's code, message and parameter.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -22,7 +24,7 @@ import threading
 import time
 import weakref
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Protocol
@@ -281,15 +283,11 @@ class Sender:
         if not self._bucket.acquire(len(batch.rows), stop=stop):
             self._hand_back(owner, batch.rows)  # stopping: leave them for the next sender
             return
-        # Each POST ends within timeout_seconds < lease_seconds: renewing now covers it.
         started = self._clock()
-        self.outbox.renew(
-            owner, [r.id for r in batch.rows] + remaining,
-            until=started + self.settings.lease_seconds,
-        )
         if self._client is None:
             self._client = self._client_factory()
-        result = self._client.send(batch.payloads, pixel_id=batch.pixel_id)
+        with self._leased(owner, [r.id for r in batch.rows] + remaining):
+            result = self._client.send(batch.payloads, pixel_id=batch.pixel_id)
         now = self._clock()
         firsts = [r.first_attempt_at for r in batch.rows if r.first_attempt_at is not None]
         pause = self.outbox.pauses().get(batch.pixel_id)
@@ -325,6 +323,29 @@ class Sender:
             self._record(owner, batch, State.RETRYING, started, result, decision)
         else:
             self._pause(owner, batch, started, result, decision, pause)
+
+    @contextlib.contextmanager
+    def _leased(self, owner: str, row_ids: list[int]) -> Iterator[None]:
+        """Renew the lease now, and every third of it while the body runs: httpx timeouts
+        are per phase, so a slowly dripping answer can outlast ``timeout_seconds``."""
+        lease = self.settings.lease_seconds
+        self.outbox.renew(owner, row_ids, until=self._clock() + lease)
+        done = threading.Event()
+
+        def keep_renewing() -> None:
+            while not done.wait(lease / 3):
+                try:
+                    self.outbox.renew(owner, row_ids, until=self._clock() + lease)
+                except OutboxError as exc:
+                    logger.error("TrackLayer could not renew a lease: %s", exc)
+
+        renewer = threading.Thread(target=keep_renewing, name="tracklayer-lease", daemon=True)
+        renewer.start()
+        try:
+            yield
+        finally:
+            done.set()
+            renewer.join()
 
     def _pause(
         self, owner: str, batch: _Batch, started: float, result: SendResult,

@@ -25,6 +25,7 @@ import os
 import sqlite3
 import threading
 import uuid
+import weakref
 from collections.abc import Collection, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -121,6 +122,10 @@ class SQLiteOutbox:
         self._schema_lock = threading.Lock()
         # Every thread's connection, so close() can release those of finished threads.
         self._connections: dict[threading.Thread, sqlite3.Connection] = {}
+        # Bumped when all connections are closed at once (before a fork): threads reopen.
+        self._generation = 0
+        self._gate = _Gate()
+        _outboxes.add(self)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({str(self.path)!r})"
@@ -145,13 +150,10 @@ class SQLiteOutbox:
 
     def _connection(self) -> sqlite3.Connection:
         if os.getpid() != self._pid:
-            # Forked: the parent's connections belong to the parent; forget, never close them.
-            self._pid = os.getpid()
-            self._local = threading.local()
-            self._connections = {}
-            self._schema_ready = False
-            self._schema_lock = threading.Lock()  # a parent's thread may have held it
+            self._after_fork_in_child()
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is not None and getattr(self._local, "generation", None) != self._generation:
+            conn = None  # closed for a fork by _before_fork()
         if conn is not None and getattr(self._local, "inode", None) != self._inode():
             # The file was deleted or replaced under us: writes would go to an unlinked
             # inode and vanish at exit. Reopen at the configured path (schema recreated).
@@ -175,13 +177,50 @@ class SQLiteOutbox:
                     raise
             self._local.conn = conn
             self._local.inode = self._inode()
+            self._local.generation = self._generation
+            self._release_finished_threads()
             self._connections[threading.current_thread()] = conn
         return conn
 
+    def _release_finished_threads(self) -> None:
+        """Close connections whose thread has ended (short-lived threads would leak them)."""
+        for thread, old in list(self._connections.items()):
+            if not thread.is_alive():
+                self._connections.pop(thread, None)
+                with contextlib.suppress(sqlite3.Error):
+                    old.close()
+
+    # ------------------------------------------------------------------ fork safety
+    # SQLite keeps per-process lock state for each open file; a child that inherits it
+    # (from connections open at fork time) can see the file as locked forever or corrupt
+    # the WAL index. So before fork() every operation is let finish and every connection
+    # closed; the parent reopens lazily, the child starts clean.
+    def _before_fork(self) -> None:
+        self._gate.close()
+        for conn in self._connections.values():
+            with contextlib.suppress(sqlite3.Error):
+                conn.close()
+        self._connections = {}
+        self._generation += 1
+
+    def _after_fork_in_parent(self) -> None:
+        self._gate.open()
+
+    def _after_fork_in_child(self) -> None:
+        self._pid = os.getpid()
+        self._gate = _Gate()
+        self._local = threading.local()
+        self._connections = {}
+        self._schema_ready = False
+        self._schema_lock = threading.Lock()  # a parent's thread may have held it
+
     @contextlib.contextmanager
     def _lock(self) -> Iterator[None]:
-        """Serialise use of a shared connection (file connections are per thread: no-op)."""
-        yield
+        """Mark a connection in use (so a fork waits for it); per-thread: no serialising."""
+        if os.getpid() != self._pid:
+            self._after_fork_in_child()
+        with self._gate.using():
+            yield
 
     @contextlib.contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
@@ -268,12 +307,8 @@ class SQLiteOutbox:
             return
         # Another live thread may be inside a transaction on its connection: closing that
         # under it could crash SQLite. Those are released when their thread ends.
-        me = threading.current_thread()
-        for thread, conn in list(self._connections.items()):
-            if thread is me or not thread.is_alive():
-                conn.close()
-                del self._connections[thread]
-        self._local.conn = None
+        self._forget_connection()
+        self._release_finished_threads()
 
     # ------------------------------------------------------------------ writing
     def enqueue(self, conversions: Sequence[Conversion], *, now: float) -> list[bool]:
@@ -377,21 +412,22 @@ class SQLiteOutbox:
         self, updates: Sequence[RowUpdate], entries: Sequence[DeliveryLogEntry], *, now: float
     ) -> int:
         """Apply outcomes (only where the lease is still the updater's) and append the log."""
-        applied = 0
         with self._write() as conn:
-            for u in updates:
-                cursor = conn.execute(
-                    "UPDATE outbox SET state = ?, attempts = ?, "
-                    "first_attempt_at = COALESCE(first_attempt_at, ?), "
-                    "next_attempt_at = COALESCE(?, next_attempt_at), lease_owner = NULL, "
-                    "lease_until = NULL, last_status = ?, last_code = ?, last_error = ?, "
-                    "updated_at = ? WHERE id = ? AND lease_owner = ? AND state = 'in_flight'",
+            cursor = conn.executemany(  # rowcount: the sum over all rows
+                "UPDATE outbox SET state = ?, attempts = ?, "
+                "first_attempt_at = COALESCE(first_attempt_at, ?), "
+                "next_attempt_at = COALESCE(?, next_attempt_at), lease_owner = NULL, "
+                "lease_until = NULL, last_status = ?, last_code = ?, last_error = ?, "
+                "updated_at = ? WHERE id = ? AND lease_owner = ? AND state = 'in_flight'",
+                [
                     (
                         u.state, u.attempts, u.first_attempt_at, u.next_attempt_at, u.status,
                         u.code, u.error, now, u.row_id, u.lease_owner,
-                    ),
-                )
-                applied += cursor.rowcount
+                    )
+                    for u in updates
+                ],
+            )
+            applied = max(cursor.rowcount, 0)
             conn.executemany(
                 f"INSERT INTO delivery_log ({_LOG_COLUMNS}) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -605,3 +641,56 @@ def _entry(r: Sequence[Any]) -> DeliveryLogEntry:
         error_message=r[9], debug_id=r[10], identifiers=tuple(json.loads(r[11])),
         latency_ms=r[12],
     )
+
+
+class _Gate:
+    """Lets any number of operations run at once, except while a fork is being prepared."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._active = 0
+        self._closed = False
+
+    @contextlib.contextmanager
+    def using(self) -> Iterator[None]:
+        with self._cond:
+            while self._closed:
+                self._cond.wait()
+            self._active += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._active -= 1
+                self._cond.notify_all()
+
+    def close(self) -> None:
+        """Wait for running operations and hold new ones back (until ``open()``)."""
+        with self._cond:
+            self._closed = True
+            while self._active:
+                self._cond.wait()
+
+    def open(self) -> None:
+        with self._cond:
+            self._closed = False
+            self._cond.notify_all()
+
+
+_outboxes: weakref.WeakSet[SQLiteOutbox] = weakref.WeakSet()
+
+
+def _before_fork() -> None:
+    for outbox in list(_outboxes):
+        if outbox._pid == os.getpid():
+            outbox._before_fork()
+
+
+def _after_fork_in_parent() -> None:
+    for outbox in list(_outboxes):
+        if outbox._pid == os.getpid():
+            outbox._after_fork_in_parent()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent)
