@@ -265,8 +265,9 @@ def build_conversion(
         _positive_int("number_items", number_items)
     _check_text("description", description, MAX_DESCRIPTION_LENGTH, allow_newlines=True)
     items = _contents(contents)
-    _check_text("external_id", external_id, MAX_TEXT_LENGTH)
-    _check_text("user_agent", user_agent, MAX_USER_AGENT_LENGTH)
+    # Identifier values: X refuses blank ones (and would fail the whole batch).
+    _check_text("external_id", external_id, MAX_TEXT_LENGTH, allow_blank=False)
+    _check_text("user_agent", user_agent, MAX_USER_AGENT_LENGTH, allow_blank=False)
     ip = _ip(ip_address)
     hashed_email = None if email is None else hash_email(email)
     hashed_phone = None if phone is None else hash_phone(phone, settings.phone_default_region)
@@ -434,11 +435,12 @@ def _positive_int(name: str, number: object) -> None:
 
 
 def _check_text(
-    name: str, text: object, max_length: int, *, allow_newlines: bool = False
+    name: str, text: object, max_length: int, *, allow_newlines: bool = False,
+    allow_blank: bool = True,
 ) -> None:
     if text is None:
         return
-    if not isinstance(text, str) or not text:
+    if not isinstance(text, str) or not text or (not allow_blank and not text.strip()):
         raise ConversionError(f"{name} must be a non-empty string or None.", field=name)
     if len(text) > max_length:
         raise ConversionError(

@@ -147,3 +147,10 @@ def test_misspelt_field_is_a_conversion_error_with_a_suggestion(
 ) -> None:
     error = refused(convert(**{typo: "x"}), typo)
     assert repr(meant) in str(error)
+
+
+@pytest.mark.parametrize("field", ["user_agent", "external_id"])
+@pytest.mark.parametrize("blank", [" ", "\u3000", "  \u00a0 "])
+def test_blank_identifier_value_is_refused(convert: Convert, field: str, blank: str) -> None:
+    """X refuses a blank identifier (failing the whole batch): refuse it at the call."""
+    refused(convert(**{field: blank}), field)

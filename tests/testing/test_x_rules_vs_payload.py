@@ -41,7 +41,11 @@ contents = st.lists(
 )
 
 
-@settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=150,
+    # Refused inputs are assume()d away on purpose; at times more than Hypothesis likes.
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
 @given(
     event=st.sampled_from(["purchase", "lead"]),
     conversion_id=ids,
