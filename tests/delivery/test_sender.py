@@ -230,3 +230,14 @@ def test_an_unreadable_stored_row_goes_dead_without_blocking_the_others(
     assert row.state == State.DEAD and row.last_code == "UNREADABLE_RECORD"
     assert "record version 99" in str(row.last_error)
     outbox.close()
+
+
+def test_the_lease_is_renewed_while_a_slow_post_is_in_flight(base_config, fake_x):
+    settings = _settings(base_config, fake_x, timeout_seconds=2.0, lease_seconds=2.1)
+    outbox = RecordingOutbox()
+    outbox.enqueue(_conversions(settings, 2), now=T0)
+    fake_x.delay = 1.5  # answered within the timeout, but past a third of the lease
+    _sender(settings, outbox).run(once=True)
+    assert len(fake_x.requests) == 1
+    assert len(outbox.renewals) >= 2  # before the POST, and at least once during it
+    assert outbox.counts() == {"purchase": {"sent": 2}}
