@@ -109,6 +109,11 @@ _LOG_COLUMNS = (
 )
 # Rows of a pixel whose pause (or next auth probe) lies in the future are not due.
 _HELD = "pixel_id IN (SELECT pixel_id FROM pixel_pause WHERE until > :now)"
+# When a waiting row is due: its own time, or its pixel's pause end if that is later.
+_WAITING_DUE = (
+    "MAX(next_attempt_at, COALESCE("
+    "(SELECT until FROM pixel_pause p WHERE p.pixel_id = outbox.pixel_id), 0))"
+)
 
 
 class SQLiteOutbox:
@@ -519,9 +524,8 @@ class SQLiteOutbox:
             # due then, flush() would give up on every batch that is merely on the wire.
             count, due = conn.execute(
                 "SELECT COUNT(*), MIN(CASE WHEN state = 'in_flight' THEN ? "
-                "ELSE MAX(next_attempt_at, COALESCE((SELECT until FROM pixel_pause p "
-                "WHERE p.pixel_id = outbox.pixel_id), 0)) END) "
-                "FROM outbox WHERE state IN ('pending', 'in_flight', 'retrying')",
+                f"ELSE {_WAITING_DUE} END) FROM outbox "
+                "WHERE state IN ('pending', 'in_flight', 'retrying')",
                 (now,),
             ).fetchone()
         return int(count), due
@@ -534,8 +538,7 @@ class SQLiteOutbox:
         with self._read() as conn:
             (due,) = conn.execute(
                 "SELECT MIN(CASE WHEN state = 'in_flight' THEN lease_until "
-                "ELSE MAX(next_attempt_at, COALESCE((SELECT until FROM pixel_pause p "
-                "WHERE p.pixel_id = outbox.pixel_id), 0)) END) FROM outbox "
+                f"ELSE {_WAITING_DUE} END) FROM outbox "
                 f"WHERE state IN ('pending', 'in_flight', 'retrying', 'paused') {only}",
                 params,
             ).fetchone()
