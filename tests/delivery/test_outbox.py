@@ -194,3 +194,22 @@ def test_read_only_file_is_a_clear_outbox_error(tmp_path: Path, conversion: Make
             SQLiteOutbox(path).enqueue([conversion(2)], now=T0)
     finally:
         tmp_path.chmod(0o755)
+
+
+def test_open_outbox_picks_the_backend_from_the_setting(tmp_path: Path, monkeypatch, settings):
+    from tracklayer_middleware.delivery import outbox as outbox_module
+    from tracklayer_middleware.delivery.memory_outbox import MemoryOutbox
+    from tracklayer_middleware.errors import ConfigurationError
+
+    assert isinstance(outbox_module.open_outbox(settings.replace(outbox="memory")), MemoryOutbox)
+    monkeypatch.chdir(tmp_path)
+    relative = outbox_module.open_outbox(settings.replace(outbox="sqlite:///state/o.sqlite3"))
+    assert relative.counts() == {}  # first use creates the directory and the file
+    assert (tmp_path / "state" / "o.sqlite3").is_file()
+    relative.close()
+    monkeypatch.delitem(outbox_module._factories, "django", raising=False)
+    with pytest.raises(ConfigurationError, match="INSTALLED_APPS"):
+        outbox_module.open_outbox(settings.replace(outbox="django"))
+    mine = MemoryOutbox()
+    monkeypatch.setitem(outbox_module._factories, "django", lambda s: mine)
+    assert outbox_module.open_outbox(settings.replace(outbox="django")) is mine
