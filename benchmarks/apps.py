@@ -133,7 +133,7 @@ def _server_engine() -> TrackLayer:
     return TrackLayer(
         settings(
             outbox=os.environ["TRACKLAYER_BENCH_OUTBOX"],
-            delivery="background",
+            delivery=os.environ.get("TRACKLAYER_BENCH_DELIVERY", "background"),
             environment="production",
             api_base_url=os.environ.get("TRACKLAYER_BENCH_X", "http://127.0.0.1:9"),
             timeout_seconds=10.0,
