@@ -46,8 +46,8 @@ class RateLimitedFakeX(FakeXConversionsAPI):
         self.window = window
         self.rate_limited = 0
         self._limit_lock = threading.Condition()
-        self._window_start: float | None = None
-        self._used = 0
+        self._bench_window_start: float | None = None
+        self._bench_used = 0
 
     def _process(self, handler: _Handler, match: Any, headers: Mapping[str, str],
                  body: bytes) -> _Answer:
@@ -75,13 +75,13 @@ class RateLimitedFakeX(FakeXConversionsAPI):
         assert self.limit is not None
         with self._limit_lock:
             now = time.monotonic()
-            if self._window_start is None or now - self._window_start >= self.window:
-                self._window_start, self._used = now, 0
-            if self._used + n <= self.limit:
-                self._used += n
+            if self._bench_window_start is None or now - self._bench_window_start >= self.window:
+                self._bench_window_start, self._bench_used = now, 0
+            if self._bench_used + n <= self.limit:
+                self._bench_used += n
                 return None
             self.rate_limited += 1
-            reset = self._window_start + self.window
+            reset = self._bench_window_start + self.window
         wait = str(max(1, math.ceil(reset - now)))
         body = {"errors": [{"code": "TOO_MANY_REQUESTS", "message": "Rate limit exceeded."}]}
         return _Answer(429, json.dumps(body).encode(), {
@@ -93,8 +93,8 @@ class RateLimitedFakeX(FakeXConversionsAPI):
         """Also forget the counts and start a fresh rate-limit window."""
         super().reset()
         with self._limit_lock:
-            self.accepted_count = self.rate_limited = self._used = 0
-            self._window_start = None
+            self.accepted_count = self.rate_limited = self._bench_used = 0
+            self._bench_window_start = None
 
     def stats(self) -> dict[str, Any]:
         """Counts for the benchmark."""
