@@ -97,7 +97,7 @@ def run(scale: Scale) -> list[Result]:
 
     n: int = scale.pick(smoke=600, quick=10_000, full=100_000)
     reps: int = scale.pick(smoke=1, quick=2, full=5)
-    speedup: float = scale.pick(smoke=2_000.0, quick=60.0, full=150.0)
+    speedup: float = scale.pick(smoke=2_000.0, quick=60.0, full=100.0)
     per_15min = TrackLayerSettings.from_mapping(apps.settings()).rate_limit_per_15min
     window = WINDOW_SECONDS / speedup
     rate = per_15min / WINDOW_SECONDS * speedup  # conversions/s the bucket allows here
