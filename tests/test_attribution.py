@@ -12,6 +12,7 @@ from tracklayer_middleware import attribution as attribution_module
 from tracklayer_middleware.attribution import (
     MAX_COOKIE_VALUE_LENGTH,
     MAX_LANDING_URL_LENGTH,
+    VERIFIED_CACHE_SIZE,
     Attribution,
     AttributionCodec,
     sanitize_landing_url,
@@ -331,3 +332,28 @@ def test_every_single_character_substitution_is_rejected(
         and codec.loads_cookie(value[:i] + ch + value[i + 1 :], now=NOW) is not None
     ]
     assert accepted == []
+
+
+def test_a_remembered_cookie_is_still_checked_for_max_age_on_every_read(
+    codec: AttributionCodec, attribution: Attribution
+) -> None:
+    value = codec.dumps_cookie(attribution)
+    assert codec.loads_cookie(value, now=NOW) == attribution
+    assert codec.loads_cookie(value, now=NOW + timedelta(days=91)) is None
+    assert codec.loads_cookie(value, now=NOW - timedelta(hours=1)) is None  # click in the future
+    assert codec.loads_cookie(value, now=NOW) == attribution
+
+
+def test_a_verified_cookie_value_is_not_a_token(
+    codec: AttributionCodec, attribution: Attribution
+) -> None:
+    value = codec.dumps_cookie(attribution)
+    assert codec.loads_cookie(value, now=NOW) == attribution
+    assert codec.loads_token(value, now=NOW) is None  # remembered per kind: salts still apart
+
+
+def test_remembered_values_are_bounded(codec: AttributionCodec) -> None:
+    for i in range(VERIFIED_CACHE_SIZE + 10):
+        click = Attribution.capture(f"click{i}", now=NOW)
+        assert codec.loads_cookie(codec.dumps_cookie(click), now=NOW) == click
+    assert len(codec._verified) <= VERIFIED_CACHE_SIZE

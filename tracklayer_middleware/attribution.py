@@ -35,6 +35,8 @@ MAX_LANDING_URL_LENGTH = 1024
 MAX_COOKIE_VALUE_LENGTH = 3800
 # A captured_at this far ahead of our clock cannot be ours.
 CLOCK_SKEW = timedelta(minutes=5)
+#: Verified cookie/token values remembered per codec (the values are at most 3,800 chars).
+VERIFIED_CACHE_SIZE = 1024
 _COOKIE_SALT = "tracklayer.attribution.cookie"
 _TOKEN_SALT = "tracklayer.attribution.token"
 _PAYLOAD_VERSION = 1
@@ -182,6 +184,9 @@ class AttributionCodec:
         self._cookie = _Serializer(keys, salt=_COOKIE_SALT, signer_kwargs=signer_kwargs)
         self._token = _Serializer(keys, salt=_TOKEN_SALT, signer_kwargs=signer_kwargs)
         self._max_age = timedelta(seconds=settings.cookie_max_age)
+        # A returning visitor sends the same cookie on every page view: values this codec
+        # (these keys) already verified skip the HMAC and schema work. Time checks still run.
+        self._verified: dict[tuple[str, str], Attribution] = {}
 
     def __repr__(self) -> str:
         return f"AttributionCodec(max_age={self._max_age})"
@@ -218,6 +223,27 @@ class AttributionCodec:
         if not isinstance(value, str) or not value:
             logger.debug("ignoring attribution %s: empty or not text", kind)
             return None
+        key = (kind, value)
+        attribution = self._verified.get(key)
+        if attribution is None:
+            attribution = self._verify(serializer, value, kind)
+            if attribution is None:
+                return None
+            if len(self._verified) >= VERIFIED_CACHE_SIZE:
+                self._verified.clear()  # a crude bound, but lock-free and O(1)
+            self._verified[key] = attribution
+        moment = now if now is not None else datetime.now(timezone.utc)
+        if moment - attribution.captured_at > self._max_age:
+            logger.debug("ignoring attribution %s: click is older than max-age", kind)
+            return None
+        if attribution.captured_at - moment > CLOCK_SKEW:
+            logger.debug("ignoring attribution %s: click time is in the future", kind)
+            return None
+        return attribution
+
+    @staticmethod
+    def _verify(serializer: URLSafeTimedSerializer, value: str, kind: str) -> Attribution | None:
+        """Signature, canonical spelling and schema: what depends on the value alone."""
         if len(value) > MAX_COOKIE_VALUE_LENGTH:
             logger.debug("ignoring attribution %s: %d characters is too long", kind, len(value))
             return None
@@ -228,18 +254,10 @@ class AttributionCodec:
             logger.debug("ignoring attribution %s: %s", kind, type(exc).__name__)
             return None
         try:
-            attribution = _from_payload(payload)
+            return _from_payload(payload)
         except (ValueError, TypeError, KeyError, OverflowError, OSError):
             logger.debug("ignoring attribution %s: payload does not match the schema", kind)
             return None
-        moment = now if now is not None else datetime.now(timezone.utc)
-        if moment - attribution.captured_at > self._max_age:
-            logger.debug("ignoring attribution %s: click is older than max-age", kind)
-            return None
-        if attribution.captured_at - moment > CLOCK_SKEW:
-            logger.debug("ignoring attribution %s: click time is in the future", kind)
-            return None
-        return attribution
 
 
 def _require_canonical(value: str) -> None:
