@@ -56,3 +56,12 @@ def test_interleaving_alternates_and_pairs_ratios() -> None:
     assert paired_ratio(samples["a"], samples["b"]) == Stats.of([2.0] * 4)
     assert percentile([float(i) for i in range(1, 101)], 99) == 99.0
     assert percentile([1.0, 2.0, 3.0], 50) == 2.0
+
+
+@pytest.mark.slow
+def test_python_load_generator_serves_requests_without_wrk() -> None:
+    from benchmarks.e2e import _python_load
+    from benchmarks.servers import Server
+
+    with Server("uvicorn", {"TRACKLAYER_BENCH_BARE": "1"}) as server:
+        assert _python_load(server.url, 1.0) > 0
