@@ -55,6 +55,22 @@ class ASGIRunner:
         """Seconds per request over ``n`` requests."""
         return self.loop.run_until_complete(self._loop(app, scope, n))
 
+    def per_request_each(self, app: ASGIApp, scopes: list[dict[str, Any]]) -> float:
+        """Seconds per request over one request per scope."""
+        return self.loop.run_until_complete(self._each(app, scopes))
+
+    async def _each(self, app: ASGIApp, scopes: list[dict[str, Any]]) -> float:
+        async def receive() -> dict[str, Any]:
+            return _REQUEST
+
+        async def send(message: dict[str, Any]) -> None:
+            pass
+
+        start = time.perf_counter()
+        for scope in scopes:
+            await app(dict(scope), receive, send)
+        return (time.perf_counter() - start) / len(scopes)
+
     async def _loop(self, app: ASGIApp, scope: dict[str, Any], n: int) -> float:
         async def receive() -> dict[str, Any]:
             return _REQUEST
