@@ -13,6 +13,7 @@ enqueue here, and ``run_worker()`` (the ``tracklayer worker`` command) does the 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import os
 import threading
@@ -73,6 +74,7 @@ class TrackLayer:
         self.outbox: Outbox = outbox if outbox is not None else open_outbox(self.settings)
         self._buffer: deque[Conversion] = deque()
         self._buffer_lock = threading.Lock()
+        self._buffer_drain = threading.Lock()  # one thread at a time commits the buffer
         self._handoffs = 0
         # Trackers of requests that queued conversions and whose hand-off has not run yet.
         # Weak: a tracker its framework abandons (no close() ever) cannot hold flush() forever.
@@ -167,6 +169,8 @@ class TrackLayer:
         with self._buffer_lock:
             self._handoffs += 1
         try:
+            if not self.sends_here:
+                self._retry_buffer()  # no sender thread here to retry an earlier outage
             self._commit(conversions)
         except OutboxError as exc:
             self._buffer_conversions(conversions, exc)
@@ -220,18 +224,29 @@ class TrackLayer:
             self.sender.wake()
 
     def _commit_buffer(self) -> None:
-        """Retry conversions the outbox refused earlier (runs in the sender loop)."""
-        with self._buffer_lock:
-            if not self._buffer:
+        """Retry conversions the outbox refused earlier (the sender loop, or ``_retry_buffer``)."""
+        if not self._buffer or not self._buffer_drain.acquire(blocking=False):
+            return
+        try:
+            with self._buffer_lock:
+                batch = list(self._buffer)
+            if not batch:
                 return
-            batch = list(self._buffer)
-        # Kept in the buffer until committed, so flush() never sees them nowhere. The sender
-        # is the only consumer; handoffs only append (and trim the oldest when full).
-        self._commit(batch)
-        with self._buffer_lock:
-            for _ in range(min(len(batch), len(self._buffer))):
-                self._buffer.popleft()
+            # Kept in the buffer until committed, so flush() never sees them nowhere. Only
+            # the holder of _buffer_drain consumes; hand-offs only append (and trim when full).
+            self._commit(batch)
+            with self._buffer_lock:
+                for _ in range(min(len(batch), len(self._buffer))):
+                    self._buffer.popleft()
+        finally:
+            self._buffer_drain.release()
         logger.warning("TrackLayer committed %d buffered conversions to the outbox", len(batch))
+
+    def _retry_buffer(self) -> None:
+        """Where no sender thread runs here (worker/celery delivery, or after close)."""
+        # Still unwritable: the conversions stay in memory (logged when they were buffered).
+        with contextlib.suppress(OutboxError):
+            self._commit_buffer()
 
     # ------------------------------------------------------------------ delivery control
     def _start_if_backlog(self) -> None:
@@ -257,6 +272,8 @@ class TrackLayer:
             self.sender.wake()
         complained = False
         while True:
+            if not self.sends_here:
+                self._retry_buffer()
             try:
                 count, due = self.outbox.unfinished(time.time())
             except OutboxError as exc:  # maybe passing (locked, disk being fixed): keep trying
@@ -296,6 +313,7 @@ class TrackLayer:
         if self.sends_here and self.sender.is_alive():
             self.flush(budget)
         self.sender.stop(max(0.0, budget - (time.monotonic() - started)))
+        self._retry_buffer()
         with self._buffer_lock:
             lost = len(self._buffer)
         if lost:
@@ -339,6 +357,7 @@ class TrackLayer:
 def _reinit_after_fork() -> None:
     for engine in list(_engines):
         engine._buffer_lock = threading.Lock()
+        engine._buffer_drain = threading.Lock()
         engine._handoffs = 0  # those hand-offs run in the parent's threads
         engine._owed = weakref.WeakSet()
 

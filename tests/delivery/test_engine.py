@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tracklayer_middleware.consent import Consent
-from tracklayer_middleware.conversion import build_conversion
+from tracklayer_middleware.conversion import Conversion, build_conversion
 from tracklayer_middleware.delivery.outbox import State
 from tracklayer_middleware.engine import TrackLayer
 from tracklayer_middleware.errors import ConversionError, OutboxError
@@ -126,6 +126,42 @@ def test_handoff_never_raises_and_buffers_until_the_outbox_works(
     blocker.unlink()  # the operator fixes the disk
     assert tl.flush(10)
     assert fake_x.accepted_ids() == {"ord_0": 1, "ord_1": 1, "ord_2": 1}
+
+
+def test_worker_mode_retries_its_buffer_without_a_sender_thread(make_engine, fake_x, tmp_path):
+    """delivery="worker": no sender thread in the web process, yet an outage loses nothing."""
+    blocker = tmp_path / "state"
+    blocker.write_text("a file where the outbox directory should be")
+    box = f"sqlite:///{blocker}/outbox.sqlite3"
+    web = make_engine(outbox=box, delivery="worker")
+
+    def convert(i: int) -> list[Conversion]:
+        return [build_conversion(web.settings, "purchase", conversion_id=f"ord_{i}",
+                                 email=f"u{i}@example.com")]
+
+    web.handoff(convert(0))  # the disk is broken: kept in memory
+    blocker.unlink()  # the operator fixes the disk
+    web.handoff(convert(1))  # the next hand-off commits the earlier one too
+    assert web.stats()["buffered_in_memory"] == 0
+    web.handoff(convert(2))
+    web.close(timeout=0)
+    worker = make_engine(outbox=box, delivery="worker")
+    worker.run_worker(once=True)
+    assert fake_x.accepted_ids() == {"ord_0": 1, "ord_1": 1, "ord_2": 1}
+
+
+def test_close_commits_what_an_outage_left_in_memory(make_engine, fake_x, tmp_path):
+    blocker = tmp_path / "state"
+    blocker.write_text("a file where the outbox directory should be")
+    box = f"sqlite:///{blocker}/outbox.sqlite3"
+    web = make_engine(outbox=box, delivery="worker")
+    web.handoff([build_conversion(web.settings, "lead", conversion_id="lead_1",
+                                  email="a@example.com")])
+    blocker.unlink()
+    web.close(timeout=0)  # no later hand-off came: closing still writes it down
+    worker = make_engine(outbox=box, delivery="worker")
+    worker.run_worker(once=True)
+    assert fake_x.accepted_ids() == {"lead_1": 1}
 
 
 def test_stats_shape(engine: TrackLayer, fake_x):
