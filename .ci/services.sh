@@ -17,7 +17,13 @@ pg_port="${TLTEST_PG_PORT:-5439}"
 pg_user=tracklayer
 pg_db=tracklayer
 
-pg_bin() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1; }
+# The server's bin folder (initdb is only in the server package, psql in the client one too).
+pg_bin() {
+  local initdb
+  initdb="$(ls -d /usr/lib/postgresql/*/bin/initdb 2>/dev/null | sort -V | tail -n 1)"
+  [ -n "$initdb" ] && dirname "$initdb"
+  return 0
+}
 
 install_missing() {
   local need=()
