@@ -17,6 +17,7 @@ parsing, no cookie, no I/O.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import ipaddress
 import json
 import logging
@@ -104,6 +105,8 @@ class RequestGateway:
         self._trust_any_proxy = "*" in settings.trusted_proxies
         self._proxies = _parse_networks(p for p in settings.trusted_proxies if p != "*")
         self._allowed_origins = frozenset(_origin_of(o) for o in settings.allowed_origins)
+        # Request trackers announce their hand-off, so flush() waits for it (see finish()).
+        self._tracker = functools.partial(Tracker, engine, announce=True)
 
     def __repr__(self) -> str:
         path = self.settings.attribution_path
@@ -114,11 +117,11 @@ class RequestGateway:
         """The request's tracker and the ``Set-Cookie`` values to add to a < 500 response."""
         consent = _UNKNOWN if self._resolver is None else self._resolve_consent(facts)
         if not self._enabled:
-            return Tracker(self.engine, consent=consent, announce=True), ()
+            return self._tracker(consent=consent), ()
         query = facts.query_string
         cookies = facts.header("cookie")
         if "twclid" not in query and (cookies is None or self.cookie_name not in cookies):
-            return Tracker(self.engine, consent=consent, announce=True), ()
+            return self._tracker(consent=consent), ()
         present, stored = self._read_cookie(cookies)
         if stored is not None:
             consent = stored.consent.merged(consent)  # what the site says now wins
@@ -127,15 +130,15 @@ class RequestGateway:
             # The click may still attribute this request's conversions; it is not stored.
             clicked = self._capture(facts, twclid, consent) if twclid else None
             return (
-                Tracker(self.engine, attribution=clicked, consent=consent, announce=True),
+                self._tracker(attribution=clicked, consent=consent),
                 self._clear(present),
             )
         if twclid is None or (stored is not None and stored.twclid == twclid):
-            return Tracker(self.engine, attribution=stored, consent=consent, announce=True), ()
+            return self._tracker(attribution=stored, consent=consent), ()
         attribution = self._capture(facts, twclid, consent)
         logger.debug("landing with a new click: attribution cookie set")
         return (
-            Tracker(self.engine, attribution=attribution, consent=consent, announce=True),
+            self._tracker(attribution=attribution, consent=consent),
             self._set_cookie(attribution, self.is_secure(facts)),
         )
 
