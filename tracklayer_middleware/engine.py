@@ -274,6 +274,10 @@ class TrackLayer:
         while True:
             if not self.sends_here:
                 self._retry_buffer()
+            # Memory before the outbox: a conversion leaves the buffer or a hand-off only
+            # after its commit, so read in this order it is seen in one place or the other.
+            with self._buffer_lock:
+                busy = len(self._buffer) + self._handoffs + len(self._owed)
             try:
                 count, due = self.outbox.unfinished(time.time())
             except OutboxError as exc:  # maybe passing (locked, disk being fixed): keep trying
@@ -281,8 +285,6 @@ class TrackLayer:
                     logger.error("TrackLayer flush cannot read the outbox: %s", exc)
                     complained = True
                 count, due = 1, None
-            with self._buffer_lock:
-                busy = len(self._buffer) + self._handoffs + len(self._owed)
             if count == 0 and busy == 0:
                 return True
             remaining = None if deadline is None else deadline - time.monotonic()

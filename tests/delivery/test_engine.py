@@ -9,6 +9,7 @@ import pytest
 
 from tracklayer_middleware.consent import Consent
 from tracklayer_middleware.conversion import Conversion, build_conversion
+from tracklayer_middleware.delivery.memory_outbox import MemoryOutbox
 from tracklayer_middleware.delivery.outbox import State
 from tracklayer_middleware.engine import TrackLayer
 from tracklayer_middleware.errors import ConversionError, OutboxError
@@ -162,6 +163,39 @@ def test_close_commits_what_an_outage_left_in_memory(make_engine, fake_x, tmp_pa
     worker = make_engine(outbox=box, delivery="worker")
     worker.run_worker(once=True)
     assert fake_x.accepted_ids() == {"lead_1": 1}
+
+
+def test_flush_never_misses_a_conversion_moving_from_memory_to_the_outbox(base_config):
+    """The sender commits the outage buffer while flush() reads the outbox: the conversion
+    was in neither place flush() looked if it read the outbox first (seen under CI load)."""
+
+    class HealingOutbox(MemoryOutbox):
+        broken = True
+        engine: TrackLayer | None = None
+
+        def enqueue(self, conversions, *, now):
+            if self.broken:
+                raise OutboxError("disk full (test)")
+            return super().enqueue(conversions, now=now)
+
+        def unfinished(self, now):
+            seen = super().unfinished(now)
+            if self.broken:  # the sender's commit lands between the two reads of flush()
+                self.broken = False
+                assert self.engine is not None
+                self.engine._commit_buffer()
+            return seen
+
+    box = HealingOutbox()
+    tl = TrackLayer(base_config, outbox=box, delivery="worker")
+    box.engine = tl
+    try:
+        tl.handoff([build_conversion(tl.settings, "purchase", conversion_id="ord_moving",
+                                     email="m@example.com")])
+        assert not tl.flush(0.3)  # nobody sends in worker mode: it must still be waiting
+        assert [row.state for row in box.rows("ord_moving")] == [State.PENDING]
+    finally:
+        tl.close(timeout=0)
 
 
 def test_stats_shape(engine: TrackLayer, fake_x):
