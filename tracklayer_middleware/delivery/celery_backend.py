@@ -305,7 +305,12 @@ class _TaskOutbox(CeleryOutbox):
     def finish(
         self, updates: Sequence[RowUpdate], entries: Sequence[DeliveryLogEntry], *, now: float
     ) -> int:
-        """Apply outcomes where the lease still holds, then append the log."""
+        """Append the log, then apply outcomes where the lease still holds.
+
+        Log first: a reader that sees a row ``sent`` (``flush()``, then ``trace()``) must
+        find its attempt; the other order showed a sent row without it for a moment.
+        """
+        self.store.log(entries)
         applied = 0
         for u in updates:
             changes: dict[str, Any] = {
@@ -320,7 +325,6 @@ class _TaskOutbox(CeleryOutbox):
                 self.keys[u.row_id], changes, lease_owner=u.lease_owner,
                 states=[State.IN_FLIGHT], set_if_missing=first,
             )
-        self.store.log(entries)
         return applied
 
     def next_run(self, now: float) -> float | None:
