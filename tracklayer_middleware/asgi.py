@@ -16,7 +16,6 @@ import anyio
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .conversion import Conversion
 from .gateway import MAX_BODY, RequestGateway, engine_from
 from .tracker import Tracker, activate, deactivate
 
@@ -55,59 +54,26 @@ class TrackLayerMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        gateway = self.gateway
-        facts = ScopeFacts(scope)
         if scope["path"] == self._endpoint_path:
-            await self._answer_endpoint(facts, receive, send)
+            await self._answer_endpoint(ScopeFacts(scope), receive, send)
             return
-        tracker, cookies = gateway.open(facts)
+        gateway = self.gateway
+        cookies: tuple[str, ...] = ()
+        tracker = gateway.plain(scope["query_string"].decode("latin-1"), _header(scope, b"cookie"))
+        if tracker is None:
+            tracker, cookies = gateway.open(ScopeFacts(scope))
         scope["tracklayer.tracker"] = tracker
         scope.setdefault("state", {})["tracker"] = tracker
-        status: int | None = None
-        complete = False
-
-        async def send_wrapper(message: Message) -> None:
-            nonlocal status, complete
-            kind = message["type"]
-            if kind == "http.response.start":
-                status = message["status"]
-                if cookies and message["status"] < 500:
-                    message = self._with_cookies(message, cookies)
-            elif kind in ("http.response.body", "http.response.pathsend"):
-                complete = not message.get("more_body", False)
-            await send(message)
-            if complete and tracker.has_pending:
-                # The client has the whole response: commit what is queued now.
-                conversions = gateway.finish(tracker, status=status, complete=True, final=False)
-                if conversions:
-                    await self._handoff(tracker, conversions)
-
+        response = _Response(gateway, tracker, send, cookies)
         token = activate(tracker)
         try:
-            await self.app(scope, receive, send_wrapper)
+            await self.app(scope, receive, response.send)
         except BaseException as exc:
-            conversions = gateway.finish(tracker, status=status, complete=complete, error=exc)
-            if conversions:
-                await self._handoff(tracker, conversions)
+            await response.end(error=exc)
             raise
         finally:
             deactivate(token)
-        conversions = gateway.finish(tracker, status=status, complete=complete)
-        if conversions:
-            await self._handoff(tracker, conversions)
-
-    async def _handoff(self, tracker: Tracker, conversions: tuple[Conversion, ...]) -> None:
-        # The client has its response; a cancellation now must not lose the hand-off.
-        with anyio.CancelScope(shield=True):
-            await anyio.to_thread.run_sync(self.gateway.handoff, tracker, conversions)
-
-    def _with_cookies(self, message: Message, cookies: tuple[str, ...]) -> Message:
-        headers = list(message.get("headers", ()))
-        app_cookies = (v.decode("latin-1") for k, v in headers if k.lower() == b"set-cookie")
-        if self.gateway.app_set_cookie(app_cookies):
-            return message
-        headers.extend((b"set-cookie", value.encode("latin-1")) for value in cookies)
-        return {**message, "headers": headers}
+        await response.end(error=None)
 
     async def _answer_endpoint(self, facts: ScopeFacts, receive: Receive, send: Send) -> None:
         response = self.gateway.check_endpoint(facts)
@@ -119,6 +85,64 @@ class TrackLayerMiddleware:
         headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in response.headers]
         await send({"type": "http.response.start", "status": response.status, "headers": headers})
         await send({"type": "http.response.body", "body": response.body})
+
+
+class _Response:
+    """One request's response as the app sends it: ``send`` (what the app is given) adds the
+    landing cookie to a < 500 start and records the status; once the last body message was
+    passed on it hands off what is queued, and ``end()`` what was converted after that."""
+
+    __slots__ = ("_complete", "_cookies", "_gateway", "_send", "_status", "tracker")
+
+    def __init__(
+        self, gateway: RequestGateway, tracker: Tracker, send: Send, cookies: tuple[str, ...]
+    ) -> None:
+        self._gateway = gateway
+        self.tracker = tracker
+        self._send = send
+        self._cookies = cookies
+        self._status: int | None = None
+        self._complete = False
+
+    async def send(self, message: Message) -> None:
+        """The app's ``send``."""
+        kind = message["type"]
+        if kind == "http.response.start":
+            status = self._status = message["status"]
+            if self._cookies and status < 500:
+                message = self._with_cookies(message)
+        elif kind in ("http.response.body", "http.response.pathsend"):
+            self._complete = not message.get("more_body", False)
+        await self._send(message)
+        if self._complete and self.tracker.has_pending:
+            # The client has the whole response: commit what is queued now.
+            await self._hand_off(final=False, error=None)
+
+    def _with_cookies(self, message: Message) -> Message:
+        headers = list(message.get("headers", ()))
+        app_cookies = (v.decode("latin-1") for k, v in headers if k.lower() == b"set-cookie")
+        if self._gateway.app_set_cookie(app_cookies):
+            return message
+        headers.extend((b"set-cookie", value.encode("latin-1")) for value in self._cookies)
+        return {**message, "headers": headers}
+
+    async def end(self, *, error: BaseException | None) -> None:
+        """The app returned (or raised): hand off or drop what is still queued."""
+        tracker = self.tracker
+        if tracker.has_pending:
+            await self._hand_off(final=True, error=error)
+        else:
+            tracker.close()  # a later convert() (a thread the view started) hands off itself
+
+    async def _hand_off(self, *, final: bool, error: BaseException | None) -> None:
+        gateway = self._gateway
+        conversions = gateway.finish(
+            self.tracker, status=self._status, complete=self._complete, error=error, final=final
+        )
+        if conversions:
+            # The client has its response; a cancellation now must not lose the hand-off.
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(gateway.handoff, self.tracker, conversions)
 
 
 async def _read_body(receive: Receive) -> bytes | None:
@@ -184,12 +208,17 @@ class ScopeFacts:
 
     def header(self, name: str) -> str | None:
         """A header by lower-case name; repeated ones joined (cookies with ``; ``)."""
-        wanted = name.encode("latin-1")  # ASGI header names are lower-case (as Starlette assumes)
-        found: bytes | None = None
-        for key, value in self.scope["headers"]:
-            if key == wanted:
-                if found is None:
-                    found = value
-                else:
-                    found += (b"; " if name == "cookie" else b", ") + value
-        return None if found is None else found.decode("latin-1")
+        # ASGI header names are lower-case (as Starlette assumes).
+        return _header(self.scope, name.encode("latin-1"))
+
+
+def _header(scope: Scope, wanted: bytes) -> str | None:
+    """A header of ``scope`` by lower-case name; repeated ones joined (cookies with ``; ``)."""
+    found: bytes | None = None
+    for key, value in scope["headers"]:
+        if key == wanted:
+            if found is None:
+                found = value
+            else:
+                found += (b"; " if wanted == b"cookie" else b", ") + value
+    return None if found is None else found.decode("latin-1")

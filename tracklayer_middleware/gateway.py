@@ -107,12 +107,26 @@ class RequestGateway:
         self._allowed_origins = frozenset(_origin_of(o) for o in settings.allowed_origins)
         # Request trackers announce their hand-off, so flush() waits for it (see finish()).
         self._tracker = functools.partial(Tracker, engine, announce=True)
+        self._plain_possible = self._resolver is None
 
     def __repr__(self) -> str:
         path = self.settings.attribution_path
         return f"RequestGateway(cookie={self.cookie_name!r}, path={path!r})"
 
     # ------------------------------------------------------------------ landing
+    def plain(self, query: str, cookies: str | None) -> Tracker | None:
+        """The tracker of a request with no landing work, or ``None``: then call ``open()``.
+
+        The fast path shells try first, from the raw query string and ``Cookie`` header
+        alone: no ``twclid`` in the query, none of our cookies, no ``consent_resolver``.
+        """
+        if self._plain_possible and not (self._enabled and self._may_land(query, cookies)):
+            return self._tracker()
+        return None
+
+    def _may_land(self, query: str, cookies: str | None) -> bool:
+        return "twclid" in query or (cookies is not None and self.cookie_name in cookies)
+
     def open(self, facts: RequestFacts) -> tuple[Tracker, tuple[str, ...]]:
         """The request's tracker and the ``Set-Cookie`` values to add to a < 500 response."""
         consent = _UNKNOWN if self._resolver is None else self._resolve_consent(facts)
@@ -120,7 +134,7 @@ class RequestGateway:
             return self._tracker(consent=consent), ()
         query = facts.query_string
         cookies = facts.header("cookie")
-        if "twclid" not in query and (cookies is None or self.cookie_name not in cookies):
+        if not self._may_land(query, cookies):
             return self._tracker(consent=consent), ()
         present, stored = self._read_cookie(cookies)
         if stored is not None:

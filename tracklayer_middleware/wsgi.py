@@ -16,8 +16,6 @@ from .gateway import MAX_BODY, RequestGateway, engine_from
 from .tracker import Tracker, activate, deactivate
 
 if TYPE_CHECKING:
-    from contextvars import Token
-
     from .engine import TrackLayer
     from .settings import TrackLayerSettings
 
@@ -51,29 +49,18 @@ class TrackLayerWSGIMiddleware:
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         gateway = self.gateway
-        facts = EnvironFacts(environ)
-        if gateway.is_endpoint(facts.path):
-            return self._answer_endpoint(facts, start_response)
-        tracker, cookies = gateway.open(facts)
+        if gateway.is_endpoint(environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")):
+            return self._answer_endpoint(EnvironFacts(environ), start_response)
+        cookies: tuple[str, ...] = ()
+        tracker = gateway.plain(environ.get("QUERY_STRING", ""), environ.get("HTTP_COOKIE"))
+        if tracker is None:
+            tracker, cookies = gateway.open(EnvironFacts(environ))
         environ["tracklayer.tracker"] = tracker
-        token = activate(tracker)
-        status: list[int] = []  # set by start_response, possibly only during iteration
-
-        def tracked_start(
-            status_line: str, headers: list[tuple[str, str]], exc_info: ExcInfo | None = None
-        ) -> Any:
-            code = int(status_line.split(" ", 1)[0])
-            status[:] = [code]
-            if cookies and code < 500:
-                app_cookies = (v for k, v in headers if k.lower() == "set-cookie")
-                if not gateway.app_set_cookie(app_cookies):
-                    headers = [*headers, *(("Set-Cookie", value) for value in cookies)]
-            return start_response(status_line, headers, exc_info)
-
+        response = ClosingResponse(gateway, tracker, start_response, cookies)
         try:
-            iterable = self.app(environ, tracked_start)
+            iterable = self.app(environ, response.start_response)
         except BaseException as exc:
-            _end_request(gateway, tracker, token, status, complete=False, error=exc)
+            response.end(complete=False, error=exc)
             raise
         file_wrapper = environ.get("wsgi.file_wrapper")
         if (
@@ -83,10 +70,9 @@ class TrackLayerWSGIMiddleware:
         ):
             # A file (send_file, whitenoise) with nothing to hand off: keep the server's
             # sendfile path, which only works on its own wrapper type.
-            _end_request(gateway, tracker, token, status, complete=True, error=None)
+            response.end(complete=True, error=None)
             return iterable
-        response_class = SizedClosingResponse if hasattr(iterable, "__len__") else ClosingResponse
-        return response_class(iterable, gateway, tracker, token, status)
+        return response.wrap(iterable)
 
     def _answer_endpoint(
         self, facts: EnvironFacts, start_response: StartResponse
@@ -100,35 +86,64 @@ class TrackLayerWSGIMiddleware:
 
 
 class ClosingResponse:
-    """The app's response iterable; ``close()`` ends the request and hands off conversions."""
+    """One request's response, from the app's ``start_response`` to the server's ``close()``.
+
+    Built before the app runs: the tracker is ``current_tracker()`` from then on, and
+    ``start_response`` (what the app is given) records the status and adds the landing
+    cookie. ``wrap()`` takes the app's iterable: iteration and ``len()`` pass through, and
+    ``close()`` closes it, then hands the conversions off (status < 500, no app failure) or
+    drops them. One object per request, because this is on every page view's path.
+    """
 
     __slots__ = (
         "_closed",
         "_complete",
+        "_cookies",
         "_error",
         "_gateway",
         "_iterable",
+        "_start_response",
         "_status",
         "_token",
-        "_tracker",
+        "tracker",
     )
 
     def __init__(
         self,
-        iterable: Iterable[bytes],
         gateway: RequestGateway,
         tracker: Tracker,
-        token: Token[Tracker | None],
-        status: list[int],
+        start_response: StartResponse,
+        cookies: tuple[str, ...],
     ) -> None:
-        self._iterable = iterable
         self._gateway = gateway
-        self._tracker = tracker
-        self._token = token
-        self._status = status
+        self.tracker = tracker
+        self._start_response = start_response
+        self._cookies = cookies
+        self._iterable: Iterable[bytes] = ()
+        self._status: int | None = None  # set by start_response, possibly only when iterated
         self._complete = False
         self._error: BaseException | None = None
         self._closed = False
+        self._token = activate(tracker)
+
+    def start_response(
+        self, status_line: str, headers: list[tuple[str, str]], exc_info: ExcInfo | None = None
+    ) -> Any:
+        """The app's ``start_response``: the server's, plus status and cookie bookkeeping."""
+        code = self._status = int(status_line.split(" ", 1)[0])
+        if self._cookies and code < 500:
+            app_cookies = (v for k, v in headers if k.lower() == "set-cookie")
+            if not self._gateway.app_set_cookie(app_cookies):
+                headers = [*headers, *(("Set-Cookie", value) for value in self._cookies)]
+        return self._start_response(status_line, headers, exc_info)
+
+    def wrap(self, iterable: Iterable[bytes]) -> ClosingResponse:
+        """Take the app's response iterable; returns ``self`` for the server."""
+        self._iterable = iterable
+        if hasattr(iterable, "__len__"):
+            # Same slots, one more method: servers test the type for __len__.
+            self.__class__ = SizedClosingResponse
+        return self
 
     def __iter__(self) -> Iterator[bytes]:
         try:
@@ -151,14 +166,19 @@ class ClosingResponse:
             self._error = self._error or exc
             raise
         finally:
-            _end_request(
-                self._gateway,
-                self._tracker,
-                self._token,
-                self._status,
-                complete=self._complete,
-                error=self._error,
-            )
+            self.end(complete=self._complete, error=self._error)
+
+    def end(self, *, complete: bool, error: BaseException | None) -> None:
+        """Leave the tracker's context; hand off (status < 500, no app failure) or drop."""
+        deactivate(self._token)
+        tracker = self.tracker
+        if not tracker.has_pending:
+            tracker.close()  # a later convert() (a thread the view started) hands off itself
+            return
+        gateway = self._gateway
+        conversions = gateway.finish(tracker, status=self._status, complete=complete, error=error)
+        if conversions:
+            gateway.handoff(tracker, conversions)
 
 
 class SizedClosingResponse(ClosingResponse):
@@ -169,22 +189,6 @@ class SizedClosingResponse(ClosingResponse):
 
     def __len__(self) -> int:
         return len(self._iterable)  # type: ignore[arg-type]
-
-
-def _end_request(
-    gateway: RequestGateway,
-    tracker: Tracker,
-    token: Token[Tracker | None],
-    status: list[int],
-    *,
-    complete: bool,
-    error: BaseException | None,
-) -> None:
-    deactivate(token)
-    code = status[0] if status else None
-    conversions = gateway.finish(tracker, status=code, complete=complete, error=error)
-    if conversions:
-        gateway.handoff(tracker, conversions)
 
 
 def _read_body(environ: Environ) -> bytes:
