@@ -22,10 +22,10 @@ import ipaddress
 import json
 import logging
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import unquote_plus, urlsplit
 
 from .attribution import Attribution, sanitize_landing_url, valid_twclid
 from .consent import Consent
@@ -414,7 +414,7 @@ def engine_from(
 
 def _landing_twclid(query: str) -> str | None:
     """The query's valid ``twclid``; repeated with different values, none (ambiguous)."""
-    values = {value for key, value in parse_qsl(query, keep_blank_values=True) if key == "twclid"}
+    values = {unquote_plus(value) for value in _raw_twclids(query)}
     if len(values) != 1:
         if values:
             logger.debug("ignoring landing: %d different twclid values", len(values))
@@ -424,6 +424,15 @@ def _landing_twclid(query: str) -> str | None:
         logger.debug("ignoring landing: twclid does not match the X click id pattern")
         return None
     return twclid
+
+
+def _raw_twclids(query: str) -> Iterator[str]:
+    """The query's ``twclid`` values, still encoded, found as ``parse_qsl`` finds them but
+    without decoding the other parameters (landing URLs carry several ``utm_*``)."""
+    for pair in query.split("&"):
+        key, _, value = pair.partition("=")
+        if key == "twclid" or ("%" in key and unquote_plus(key) == "twclid"):
+            yield value
 
 
 def _our_cookies(header: str, names: tuple[str, ...]) -> dict[str, str]:
