@@ -1,16 +1,19 @@
 """A non-landing request (no ``twclid``, no attribution cookie) with and without the middleware.
 
 This is the request almost every visitor makes; the middleware must not be noticeable on it.
-The app is a small real framework app (Starlette routing / Flask), called in-process. A third
-case, the *floor*, is a do-nothing middleware doing only what any middleware that acts after
-the response must do (ASGI: wrap ``send``; WSGI: wrap the response iterable for ``close()``):
-no middleware of that kind can cost less.
+The app is a small real framework app (Starlette routing / Flask), called in-process. Two
+more cases bound what is possible: the *floor*, a do-nothing middleware doing only what any
+middleware that acts after the response must do (ASGI: wrap ``send``; WSGI: wrap the response
+iterable for ``close()``), and the *contract floor*, that plus what DESIGN.md asks of every
+request: a ``Tracker`` reachable from the scope/environ and as ``current_tracker()``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
+
+from tracklayer_middleware.tracker import Tracker, activate, deactivate
 
 from . import apps
 from .drive import ASGIApp, ASGIRunner, WSGIApp, asgi_scope, wsgi_environ, wsgi_per_request
@@ -28,9 +31,12 @@ def run_asgi(scale: Scale) -> list[Result]:
     bare = apps.starlette_app()
     tracked = TrackLayerMiddleware(bare, apps.engine())
     floor = NullASGIMiddleware(bare)
+    contract = ContractASGIMiddleware(bare, tracked.engine)
     scope = asgi_scope("/pricing")
     runner = ASGIRunner()
-    cases: dict[str, ASGIApp] = {"bare": bare, "floor": floor, "tracked": tracked}
+    cases: dict[str, ASGIApp] = {
+        "bare": bare, "floor": floor, "contract": contract, "tracked": tracked
+    }
     try:
         for app in cases.values():  # warm every path
             runner.per_request(app, scope, n // 10 + 1)
@@ -52,8 +58,11 @@ def run_wsgi(scale: Scale) -> list[Result]:
     bare = apps.flask_app()
     tracked = TrackLayerWSGIMiddleware(bare, apps.engine())
     floor = NullWSGIMiddleware(bare)
+    contract = ContractWSGIMiddleware(bare, tracked.engine)
     environ = wsgi_environ("/")
-    cases: dict[str, WSGIApp] = {"bare": bare, "floor": floor, "tracked": tracked}
+    cases: dict[str, WSGIApp] = {
+        "bare": bare, "floor": floor, "contract": contract, "tracked": tracked
+    }
     for app in cases.values():
         wsgi_per_request(app, environ, n // 10 + 1)
     samples = interleaved(
@@ -91,6 +100,16 @@ def _overhead_rows(name: str, kind: str, app: str, samples: dict[str, list[float
             baseline=f"{app}, no middleware",
             detail=f"{added('floor')}: the least any after-response middleware costs",
         ),
+        Result(
+            name=name + "_contract_floor",
+            figure=f"contract floor: the floor + a Tracker and current_tracker() ({kind})",
+            stats=paired_ratio(samples["contract"], bare),
+            unit="x",
+            target=None,
+            baseline=f"{app}, no middleware",
+            detail=f"{added('contract')}: the least a middleware giving every request its "
+            "tracker costs",
+        ),
     ]
 
 
@@ -111,6 +130,32 @@ class NullASGIMiddleware:
         await self.app(scope, receive, send_wrapper)
 
 
+class ContractASGIMiddleware(NullASGIMiddleware):
+    """The floor plus the request's ``Tracker`` in the scope, ``request.state`` and the
+    ``current_tracker()`` context variable: nothing else (no landing, no hand-off)."""
+
+    def __init__(self, app: ASGIApp, engine: Any) -> None:
+        super().__init__(app)
+        self.engine = engine
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_wrapper(message: dict[str, Any]) -> None:
+            await send(message)
+
+        tracker = Tracker(self.engine, announce=True)
+        scope["tracklayer.tracker"] = tracker
+        scope.setdefault("state", {})["tracker"] = tracker
+        token = activate(tracker)
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            deactivate(token)
+
+
 class NullWSGIMiddleware:
     """Passes everything through, wrapping the response to learn when it was sent."""
 
@@ -121,11 +166,27 @@ class NullWSGIMiddleware:
         return _Closing(self.app(environ, start_response))
 
 
-class _Closing:
-    __slots__ = ("_iterable",)
+class ContractWSGIMiddleware(NullWSGIMiddleware):
+    """The floor plus the request's ``Tracker`` in the environ and the ``current_tracker()``
+    context variable (left when the server closes the response, as a streamed body needs)."""
 
-    def __init__(self, iterable: Iterable[bytes]) -> None:
+    def __init__(self, app: WSGIApp, engine: Any) -> None:
+        super().__init__(app)
+        self.engine = engine
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        tracker = Tracker(self.engine, announce=True)
+        environ["tracklayer.tracker"] = tracker
+        token = activate(tracker)
+        return _Closing(self.app(environ, start_response), lambda: deactivate(token))
+
+
+class _Closing:
+    __slots__ = ("_iterable", "_then")
+
+    def __init__(self, iterable: Iterable[bytes], then: Callable[[], None] = lambda: None) -> None:
         self._iterable = iterable
+        self._then = then
 
     def __iter__(self) -> Iterator[bytes]:
         return iter(self._iterable)
@@ -134,3 +195,4 @@ class _Closing:
         close = getattr(self._iterable, "close", None)
         if close is not None:
             close()
+        self._then()
