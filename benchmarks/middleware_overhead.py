@@ -31,7 +31,7 @@ def run_asgi(scale: Scale) -> list[Result]:
     bare = apps.starlette_app()
     tracked = TrackLayerMiddleware(bare, apps.engine())
     floor = NullASGIMiddleware(bare)
-    contract = ContractASGIMiddleware(bare, tracked.engine)
+    contract = NullASGIMiddleware(bare, tracked.engine)
     scope = asgi_scope("/pricing")
     runner = ASGIRunner()
     cases: dict[str, ASGIApp] = {
@@ -58,7 +58,7 @@ def run_wsgi(scale: Scale) -> list[Result]:
     bare = apps.flask_app()
     tracked = TrackLayerWSGIMiddleware(bare, apps.engine())
     floor = NullWSGIMiddleware(bare)
-    contract = ContractWSGIMiddleware(bare, tracked.engine)
+    contract = NullWSGIMiddleware(bare, tracked.engine)
     environ = wsgi_environ("/")
     cases: dict[str, WSGIApp] = {
         "bare": bare, "floor": floor, "contract": contract, "tracked": tracked
@@ -76,66 +76,41 @@ def run_wsgi(scale: Scale) -> list[Result]:
 def _overhead_rows(name: str, kind: str, app: str, samples: dict[str, list[float]]) -> list[Result]:
     bare = samples["bare"]
 
-    def added(case: str) -> str:
+    def row(case: str, suffix: str, figure: str, target: Target | None, why: str) -> Result:
         extra = Stats.of([(t - b) * 1e6 for t, b in zip(samples[case], bare, strict=True)])
         us = Stats.of(samples[case]).median * 1e6
-        return f"{us:.1f} µs vs {Stats.of(bare).median * 1e6:.1f} µs (+{extra.median:.2f} µs)"
+        return Result(
+            name=name + suffix,
+            figure=figure,
+            stats=paired_ratio(samples[case], bare),
+            unit="x",
+            target=target,
+            baseline=f"{app}, no middleware",
+            detail=f"{us:.1f} µs vs {Stats.of(bare).median * 1e6:.1f} µs "
+            f"(+{extra.median:.2f} µs){why}",
+        )
 
     return [
-        Result(
-            name=name,
-            figure=f"non-landing request, {kind} middleware",
-            stats=paired_ratio(samples["tracked"], bare),
-            unit="x",
-            target=Target("<=", 1.03),
-            baseline=f"{app}, no middleware",
-            detail=f"{added('tracked')} per request",
-        ),
-        Result(
-            name=name + "_floor",
-            figure=f"floor: a do-nothing {kind} middleware",
-            stats=paired_ratio(samples["floor"], bare),
-            unit="x",
-            target=None,
-            baseline=f"{app}, no middleware",
-            detail=f"{added('floor')}: the least any after-response middleware costs",
-        ),
-        Result(
-            name=name + "_contract_floor",
-            figure=f"contract floor: the floor + a Tracker and current_tracker() ({kind})",
-            stats=paired_ratio(samples["contract"], bare),
-            unit="x",
-            target=None,
-            baseline=f"{app}, no middleware",
-            detail=f"{added('contract')}: the least a middleware giving every request its "
-            "tracker costs",
-        ),
+        row("tracked", "", f"non-landing request, {kind} middleware", Target("<=", 1.03),
+            " per request"),
+        row("floor", "_floor", f"floor: a do-nothing {kind} middleware", None,
+            ": the least any after-response middleware costs"),
+        row("contract", "_contract_floor",
+            f"contract floor: the floor + a Tracker and current_tracker() ({kind})", None,
+            ": the least a middleware giving every request its tracker costs"),
     ]
 
 
 class NullASGIMiddleware:
-    """Passes everything through, wrapping ``send`` as an after-response middleware must."""
+    """Passes everything through, wrapping ``send`` as an after-response middleware must.
 
-    def __init__(self, app: ASGIApp) -> None:
+    Given an engine it is the *contract floor*: it also gives every request its ``Tracker``
+    in the scope, ``request.state`` and ``current_tracker()``, and nothing else (no landing,
+    no hand-off).
+    """
+
+    def __init__(self, app: ASGIApp, engine: Any = None) -> None:
         self.app = app
-
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-
-        async def send_wrapper(message: dict[str, Any]) -> None:
-            await send(message)
-
-        await self.app(scope, receive, send_wrapper)
-
-
-class ContractASGIMiddleware(NullASGIMiddleware):
-    """The floor plus the request's ``Tracker`` in the scope, ``request.state`` and the
-    ``current_tracker()`` context variable: nothing else (no landing, no hand-off)."""
-
-    def __init__(self, app: ASGIApp, engine: Any) -> None:
-        super().__init__(app)
         self.engine = engine
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -146,6 +121,9 @@ class ContractASGIMiddleware(NullASGIMiddleware):
         async def send_wrapper(message: dict[str, Any]) -> None:
             await send(message)
 
+        if self.engine is None:
+            await self.app(scope, receive, send_wrapper)
+            return
         tracker = Tracker(self.engine, announce=True)
         scope["tracklayer.tracker"] = tracker
         scope.setdefault("state", {})["tracker"] = tracker
@@ -157,24 +135,20 @@ class ContractASGIMiddleware(NullASGIMiddleware):
 
 
 class NullWSGIMiddleware:
-    """Passes everything through, wrapping the response to learn when it was sent."""
+    """Passes everything through, wrapping the response to learn when it was sent.
 
-    def __init__(self, app: WSGIApp) -> None:
+    Given an engine it is the *contract floor*: it also gives every request its ``Tracker``
+    in the environ and ``current_tracker()`` (left when the server closes the response, as a
+    streamed body needs).
+    """
+
+    def __init__(self, app: WSGIApp, engine: Any = None) -> None:
         self.app = app
-
-    def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
-        return _Closing(self.app(environ, start_response))
-
-
-class ContractWSGIMiddleware(NullWSGIMiddleware):
-    """The floor plus the request's ``Tracker`` in the environ and the ``current_tracker()``
-    context variable (left when the server closes the response, as a streamed body needs)."""
-
-    def __init__(self, app: WSGIApp, engine: Any) -> None:
-        super().__init__(app)
         self.engine = engine
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        if self.engine is None:
+            return _Closing(self.app(environ, start_response))
         tracker = Tracker(self.engine, announce=True)
         environ["tracklayer.tracker"] = tracker
         token = activate(tracker)
