@@ -19,6 +19,7 @@ The delivery log lives in the same file (table ``delivery_log``) so ``trace()`` 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -633,8 +634,14 @@ def _log_params(e: DeliveryLogEntry) -> tuple[Any, ...]:
     return (
         e.conversion_id, e.event, e.pixel_id, e.attempt, e.state, e.started_at,
         e.finished_at, e.http_status, e.error_code, e.error_message, e.debug_id,
-        json.dumps(list(e.identifiers)), e.latency_ms,
+        _names_json(tuple(e.identifiers)), e.latency_ms,
     )
+
+
+@functools.lru_cache(maxsize=64)
+def _names_json(identifiers: tuple[str, ...]) -> str:
+    # A few combinations of identifier names recur on every row of a batch.
+    return json.dumps(list(identifiers))
 
 
 def _entry(r: Sequence[Any]) -> DeliveryLogEntry:
