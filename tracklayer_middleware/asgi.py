@@ -9,7 +9,7 @@ when the app returns.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -65,15 +65,18 @@ class TrackLayerMiddleware:
         scope["tracklayer.tracker"] = tracker
         scope.setdefault("state", {})["tracker"] = tracker
         response = _Response(gateway, tracker, send, cookies)
+        error: BaseException | None = None
         token = activate(tracker)
         try:
             await self.app(scope, receive, response.send)
         except BaseException as exc:
-            await response.end(error=exc)
+            error = exc
             raise
         finally:
             deactivate(token)
-        await response.end(error=None)
+            if tracker.has_pending:  # converted after the last body message, or never sent
+                await response.hand_off(final=True, error=error)
+            tracker.close()  # a later convert() (a thread the view started) hands off itself
 
     async def _answer_endpoint(self, facts: ScopeFacts, receive: Receive, send: Send) -> None:
         response = self.gateway.check_endpoint(facts)
@@ -90,7 +93,8 @@ class TrackLayerMiddleware:
 class _Response:
     """One request's response as the app sends it: ``send`` (what the app is given) adds the
     landing cookie to a < 500 start and records the status; once the last body message was
-    passed on it hands off what is queued, and ``end()`` what was converted after that."""
+    passed on it hands off what is queued; what is converted after that is handed off when
+    the app returns."""
 
     __slots__ = ("_complete", "_cookies", "_gateway", "_send", "_status", "tracker")
 
@@ -104,8 +108,9 @@ class _Response:
         self._status: int | None = None
         self._complete = False
 
-    async def send(self, message: Message) -> None:
-        """The app's ``send``."""
+    def send(self, message: Message) -> Awaitable[None]:
+        """The app's ``send``: the server's own awaitable, unless there is a hand-off to add
+        (a plain function, not a coroutine: no extra coroutine per message on every page)."""
         kind = message["type"]
         if kind == "http.response.start":
             status = self._status = message["status"]
@@ -113,10 +118,14 @@ class _Response:
                 message = self._with_cookies(message)
         elif kind in ("http.response.body", "http.response.pathsend"):
             self._complete = not message.get("more_body", False)
+            if self._complete and self.tracker.has_pending:
+                return self._send_then_hand_off(message)
+        return self._send(message)
+
+    async def _send_then_hand_off(self, message: Message) -> None:
         await self._send(message)
-        if self._complete and self.tracker.has_pending:
-            # The client has the whole response: commit what is queued now.
-            await self._hand_off(final=False, error=None)
+        # The client has the whole response: commit what is queued now.
+        await self.hand_off(final=False, error=None)
 
     def _with_cookies(self, message: Message) -> Message:
         headers = list(message.get("headers", ()))
@@ -126,15 +135,8 @@ class _Response:
         headers.extend((b"set-cookie", value.encode("latin-1")) for value in self._cookies)
         return {**message, "headers": headers}
 
-    async def end(self, *, error: BaseException | None) -> None:
-        """The app returned (or raised): hand off or drop what is still queued."""
-        tracker = self.tracker
-        if tracker.has_pending:
-            await self._hand_off(final=True, error=error)
-        else:
-            tracker.close()  # a later convert() (a thread the view started) hands off itself
-
-    async def _hand_off(self, *, final: bool, error: BaseException | None) -> None:
+    async def hand_off(self, *, final: bool, error: BaseException | None) -> None:
+        """Give the queued conversions to the engine (off the event loop), or drop them."""
         gateway = self._gateway
         conversions = gateway.finish(
             self.tracker, status=self._status, complete=self._complete, error=error, final=final
