@@ -171,18 +171,27 @@ def buy_inline(request: Request) -> Response:
 
 
 def asgi_server_app() -> Any:
-    """uvicorn factory: the Starlette app, wrapped unless ``TRACKLAYER_BENCH_BARE=1``."""
+    """uvicorn factory: the Starlette app as ``TRACKLAYER_BENCH_WRAP`` says (``bare``,
+    ``floor``: the do-nothing middleware, else behind TrackLayer)."""
+    from .floors import NullASGIMiddleware
+
     app = Starlette(
         routes=[Route("/", page), Route("/buy", buy), Route("/buy-inline", buy_inline)]
     )
-    if os.environ.get("TRACKLAYER_BENCH_BARE") == "1":
-        return app
-    return TrackLayerMiddleware(app, _server_engine())
+    return _wrapped(app, NullASGIMiddleware, TrackLayerMiddleware)
 
 
 def wsgi_server_app() -> Any:
-    """gunicorn factory: the Flask app, wrapped unless ``TRACKLAYER_BENCH_BARE=1``."""
-    app = flask_app()
-    if os.environ.get("TRACKLAYER_BENCH_BARE") == "1":
+    """gunicorn factory: the Flask app, wrapped as for ``asgi_server_app``."""
+    from .floors import NullWSGIMiddleware
+
+    return _wrapped(flask_app(), NullWSGIMiddleware, TrackLayerWSGIMiddleware)
+
+
+def _wrapped(app: Any, floor: Any, tracklayer: Any) -> Any:
+    wrap = os.environ.get("TRACKLAYER_BENCH_WRAP", "tracklayer")
+    if wrap == "bare":
         return app
-    return TrackLayerWSGIMiddleware(app, _server_engine())
+    if wrap == "floor":
+        return floor(app)
+    return tracklayer(app, _server_engine())

@@ -2,12 +2,15 @@
 behind TrackLayer, under the same bounded load (a fixed number of keep-alive connections
 for a fixed time: ``wrk`` when installed, else a multi-process Python load generator).
 
-All four servers run at once; load runs alternate bare / tracked so both see the same machine.
+A third server per kind runs the *floor* (the do-nothing middleware of ``floors``): what any
+after-response middleware costs behind a real server. All servers of a kind run at once;
+load runs alternate between them so all see the same machine.
 Requests are ordinary page views (browser headers and cookies, no ``twclid``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import multiprocessing
 import re
@@ -41,34 +44,75 @@ def run(scale: Scale) -> list[Result]:
             (NAME_GUNICORN, "gunicorn", 4, "gunicorn, 4 workers, Flask"),
         ):
             outbox = {"TRACKLAYER_BENCH_OUTBOX": f"sqlite:///{Path(tmp) / f'{kind}.db'}"}
-            with Server(kind, {**base, "TRACKLAYER_BENCH_BARE": "1"}, workers=workers) as bare, \
-                    Server(kind, {**base, **outbox}, workers=workers) as tracked:
-                if scale.mode == "full":  # warm both
-                    load(bare.url, 1.0)
-                    load(tracked.url, 1.0)
+            with contextlib.ExitStack() as stack:
+                servers = {
+                    wrap: stack.enter_context(
+                        Server(kind, {**base, **outbox, "TRACKLAYER_BENCH_WRAP": wrap},
+                               workers=workers)
+                    )
+                    for wrap in ("bare", "floor", "tracklayer")
+                }
+                if scale.mode == "full":  # warm them all
+                    for server in servers.values():
+                        load(server.url, 1.0)
+                cpu: dict[str, list[float]] = {wrap: [] for wrap in servers}
                 samples = interleaved(
-                    {
-                        "bare": lambda url=bare.url: load(url, duration),  # type: ignore[misc]
-                        "tracked": lambda url=tracked.url: load(url, duration),  # type: ignore[misc]
-                    },
+                    {wrap: lambda s=server, c=cpu[wrap]: _measure(s, duration, c)  # type: ignore[misc]
+                     for wrap, server in servers.items()},
                     rounds,
                 )
-            results.append(
-                Result(
-                    name=name,
-                    figure=f"end-to-end throughput, {label}",
-                    stats=paired_ratio(samples["tracked"], samples["bare"]),
-                    unit="x",
-                    target=Target(">=", 0.95),
-                    baseline="bare app, same server and load",
-                    detail=(
-                        f"{Stats.of(samples['tracked']).median:,.0f} vs "
-                        f"{Stats.of(samples['bare']).median:,.0f} req/s; {generator()}, "
-                        f"{CONNECTIONS} connections, {duration:g} s per run"
-                    ),
-                )
-            )
+            results += _rows(name, label, samples, cpu, duration)
     return results
+
+
+def _measure(server: Server, duration: float, cpu_per_request: list[float]) -> float:
+    """Requests per second under ``load``; appends the server's CPU µs per request."""
+    before = server.cpu_seconds()
+    rate = load(server.url, duration)
+    cpu_per_request.append((server.cpu_seconds() - before) / (rate * duration) * 1e6)
+    return rate
+
+
+def _rows(
+    name: str,
+    label: str,
+    samples: dict[str, list[float]],
+    cpu: dict[str, list[float]],
+    duration: float,
+) -> list[Result]:
+    def row(wrap: str, suffix: str, figure: str, target: Target | None) -> Result:
+        return Result(
+            name=name + suffix,
+            figure=figure,
+            stats=paired_ratio(samples[wrap], samples["bare"]),
+            unit="x",
+            target=target,
+            baseline="bare app, same server and load",
+            detail=(
+                f"{Stats.of(samples[wrap]).median:,.0f} vs "
+                f"{Stats.of(samples['bare']).median:,.0f} req/s; {generator()}, "
+                f"{CONNECTIONS} connections, {duration:g} s per run"
+            ),
+        )
+
+    extra = Stats.of([t - b for t, b in zip(cpu["tracklayer"], cpu["bare"], strict=True)])
+    return [
+        row("tracklayer", "", f"end-to-end throughput, {label}", Target(">=", 0.95)),
+        row("floor", "_floor", f"floor: a do-nothing middleware, {label}", None),
+        Result(
+            name=name + "_cpu",
+            figure=f"server CPU per request, {label}",
+            stats=paired_ratio(cpu["tracklayer"], cpu["bare"]),
+            unit="x",
+            target=None,
+            baseline="bare app, same runs",
+            detail=(
+                f"{Stats.of(cpu['tracklayer']).median:.0f} vs {Stats.of(cpu['bare']).median:.0f}"
+                f" µs (+{extra.median:.1f} µs; floor {Stats.of(cpu['floor']).median:.0f} µs):"
+                " CPU the server processes used / requests served, steadier than req/s"
+            ),
+        ),
+    ]
 
 
 def generator() -> str:

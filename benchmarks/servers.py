@@ -14,6 +14,7 @@ from types import TracebackType
 import httpx
 
 REPO = Path(__file__).resolve().parent.parent
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def free_port() -> int:
@@ -40,8 +41,11 @@ class Server:
                     "--log-level", "warning"]
         else:
             raise ValueError(kind)
+        # One hash seed for every server: with random ones each process gets its own dict
+        # layouts, a per-process bias of a few % that interleaving cannot average out.
         self._proc = subprocess.Popen(
-            argv, cwd=REPO, env={**os.environ, **env}, stdout=subprocess.DEVNULL,
+            argv, cwd=REPO, env={**os.environ, "PYTHONHASHSEED": "0", **env},
+            stdout=subprocess.DEVNULL,
             start_new_session=True,
         )
         self._wait_ready()
@@ -59,6 +63,21 @@ class Server:
             time.sleep(0.1)  # polling a starting server; nothing to wait on instead
         self.close()
         raise RuntimeError("server did not start within 30 s")
+
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system) used so far by the server and every process under it."""
+        pending, total = [self._proc.pid], 0.0
+        while pending:
+            pid = pending.pop()
+            try:
+                # Fields 14 and 15 of /proc/PID/stat, counted after the ")" that ends the name.
+                stat = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+                total += (int(stat[11]) + int(stat[12])) / _CLOCK_TICKS
+                for task in Path(f"/proc/{pid}/task").iterdir():
+                    pending += [int(c) for c in (task / "children").read_text().split()]
+            except (FileNotFoundError, ProcessLookupError):
+                continue  # a process that just ended
+        return total
 
     def close(self) -> None:
         """SIGTERM the server (graceful: the engine closes), SIGKILL after 15 s."""

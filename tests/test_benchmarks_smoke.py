@@ -63,5 +63,5 @@ def test_python_load_generator_serves_requests_without_wrk() -> None:
     from benchmarks.e2e import _python_load
     from benchmarks.servers import Server
 
-    with Server("uvicorn", {"TRACKLAYER_BENCH_BARE": "1"}) as server:
+    with Server("uvicorn", {"TRACKLAYER_BENCH_WRAP": "bare"}) as server:
         assert _python_load(server.url, 1.0) > 0
