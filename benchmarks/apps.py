@@ -171,8 +171,8 @@ def buy_inline(request: Request) -> Response:
 
 
 def asgi_server_app() -> Any:
-    """uvicorn factory: the Starlette app as ``TRACKLAYER_BENCH_WRAP`` says (``bare``,
-    ``floor``: the do-nothing middleware, else behind TrackLayer)."""
+    """uvicorn factory: the Starlette app as ``TRACKLAYER_BENCH_WRAP`` says (``bare`` or
+    ``bare_again``, ``floor``: the do-nothing middleware, else behind TrackLayer)."""
     from .floors import NullASGIMiddleware
 
     app = Starlette(
@@ -190,7 +190,7 @@ def wsgi_server_app() -> Any:
 
 def _wrapped(app: Any, floor: Any, tracklayer: Any) -> Any:
     wrap = os.environ.get("TRACKLAYER_BENCH_WRAP", "tracklayer")
-    if wrap == "bare":
+    if wrap in ("bare", "bare_again"):
         return app
     if wrap == "floor":
         return floor(app)

@@ -2,9 +2,11 @@
 behind TrackLayer, under the same bounded load (a fixed number of keep-alive connections
 for a fixed time: ``wrk`` when installed, else a multi-process Python load generator).
 
-A third server per kind runs the *floor* (the do-nothing middleware of ``floors``): what any
-after-response middleware costs behind a real server. All servers of a kind run at once;
-load runs alternate between them so all see the same machine.
+Two more servers per kind bound what the figure can show: the *floor* (the do-nothing
+middleware of ``floors``), what any after-response middleware costs behind a real server,
+and *A/A*, a second bare server: identical processes differ by a few % on a shared machine
+(memory layout, which core they land on), and this row shows by how much in this run. All
+servers of a kind run at once; load runs alternate between them so all see the same machine.
 Requests are ordinary page views (browser headers and cookies, no ``twclid``).
 """
 
@@ -50,7 +52,7 @@ def run(scale: Scale) -> list[Result]:
                         Server(kind, {**base, **outbox, "TRACKLAYER_BENCH_WRAP": wrap},
                                workers=workers)
                     )
-                    for wrap in ("bare", "floor", "tracklayer")
+                    for wrap in ("bare", "bare_again", "floor", "tracklayer")
                 }
                 if scale.mode == "full":  # warm them all
                     for server in servers.values():
@@ -99,6 +101,7 @@ def _rows(
     return [
         row("tracklayer", "", f"end-to-end throughput, {label}", Target(">=", 0.95)),
         row("floor", "_floor", f"floor: a do-nothing middleware, {label}", None),
+        row("bare_again", "_aa", f"A/A: a second bare server, {label}", None),
         Result(
             name=name + "_cpu",
             figure=f"server CPU per request, {label}",
@@ -108,7 +111,8 @@ def _rows(
             baseline="bare app, same runs",
             detail=(
                 f"{Stats.of(cpu['tracklayer']).median:.0f} vs {Stats.of(cpu['bare']).median:.0f}"
-                f" µs (+{extra.median:.1f} µs; floor {Stats.of(cpu['floor']).median:.0f} µs):"
+                f" µs (+{extra.median:.1f} µs; floor {Stats.of(cpu['floor']).median:.0f} µs,"
+                f" second bare {Stats.of(cpu['bare_again']).median:.0f} µs):"
                 " CPU the server processes used / requests served, steadier than req/s"
             ),
         ),
