@@ -119,38 +119,7 @@ class Conversion:
 
     def to_x(self, *, send_external_id: bool = False) -> dict[str, Any]:
         """One element of X's ``{"conversions": [...]}`` body."""
-        body: dict[str, Any] = {
-            "conversion_time": format_x_time(self.conversion_time),
-            "event_id": self.event_id,
-            "conversion_id": self.conversion_id,
-        }
-        optional = {
-            "value": self.value,
-            "price_currency": self.currency,
-            "number_items": self.number_items,
-            "description": self.description,
-        }
-        body.update({k: v for k, v in optional.items() if v is not None})
-        if self.contents:
-            body["contents"] = [item.to_x() for item in self.contents]
-        body["identifiers"] = self._x_identifiers(send_external_id)
-        return body
-
-    def _x_identifiers(self, send_external_id: bool) -> list[dict[str, str]]:
-        identifiers: list[dict[str, str]] = []
-        if self.twclid:
-            identifiers.append({"twclid": self.twclid})
-        if self.hashed_email:
-            identifiers.append({"hashed_email": self.hashed_email})
-        if self.hashed_phone:
-            identifiers.append({"hashed_phone_number": self.hashed_phone})
-        pairs = (("ip_address", self.ip_address), ("user_agent", self.user_agent))
-        device = {name: value for name, value in pairs if value}
-        if device:
-            identifiers.append(device)  # X's example keeps these two in one object
-        if send_external_id and self.external_id:
-            identifiers.append({"external_id": self.external_id})
-        return identifiers
+        return x_payload(self.to_record(), send_external_id=send_external_id)
 
     def identifier_names(self) -> list[str]:
         """Which identifiers were given (names only, safe to log)."""
@@ -210,6 +179,60 @@ class Conversion:
 
 # dataclasses.fields() builds a new tuple per call; the sender rebuilds thousands of rows.
 _RECORD_FIELDS = tuple(f.name for f in fields(Conversion))
+
+
+def x_payload(record: Mapping[str, Any], *, send_external_id: bool = False) -> dict[str, Any]:
+    """One element of X's ``{"conversions": [...]}`` body from an outbox record
+    (``Conversion.to_record()``), which already holds X's spellings (time, contents).
+
+    The sender builds every body this way instead of rebuilding each ``Conversion`` first
+    (about a fifth of a drain's CPU). Raises ``ValueError``, ``KeyError`` or ``TypeError``
+    for a record it cannot read (another record version, a damaged row).
+    """
+    if record.get("v") != _RECORD_VERSION:
+        raise ValueError(f"unknown conversion record version {record.get('v')!r}")
+    body: dict[str, Any] = {
+        "conversion_time": _text(record, "conversion_time"),
+        "event_id": _text(record, "event_id"),
+        "conversion_id": _text(record, "conversion_id"),
+    }
+    for key, name in _X_OPTIONAL:
+        value = record.get(name)
+        if value is not None:
+            body[key] = value
+    contents = record.get("contents")
+    if contents:
+        body["contents"] = [dict(item) for item in contents]
+    identifiers: list[dict[str, str]] = [
+        {key: record[name]} for key, name in _X_IDENTIFIERS if record.get(name)
+    ]
+    device = {name: record[name] for name in ("ip_address", "user_agent") if record.get(name)}
+    if device:
+        identifiers.append(device)  # X's example keeps these two in one object
+    if send_external_id and record.get("external_id"):
+        identifiers.append({"external_id": record["external_id"]})
+    body["identifiers"] = identifiers
+    return body
+
+
+_X_OPTIONAL = (
+    ("value", "value"),
+    ("price_currency", "currency"),
+    ("number_items", "number_items"),
+    ("description", "description"),
+)
+_X_IDENTIFIERS = (
+    ("twclid", "twclid"),
+    ("hashed_email", "hashed_email"),
+    ("hashed_phone_number", "hashed_phone"),
+)
+
+
+def _text(record: Mapping[str, Any], name: str) -> str:
+    value = record[name]
+    if not isinstance(value, str):
+        raise TypeError(f"record field {name} is {type(value).__name__}, not text")
+    return value
 
 
 def build_conversion(

@@ -232,6 +232,29 @@ def test_an_unreadable_stored_row_goes_dead_without_blocking_the_others(
     outbox.close()
 
 
+@pytest.mark.parametrize(
+    "damage",
+    [
+        "json_set(record, '$.identifiers', json('[{\"x\": 1}]'))",  # names must be text
+        "json_set(record, '$.event_id', 7)",
+        "json_remove(record, '$.conversion_time')",
+    ],
+)
+def test_a_damaged_stored_row_goes_dead_without_blocking_the_others(
+    base_config, fake_x, tmp_path, damage
+):
+    settings = _settings(base_config, fake_x)
+    outbox = SQLiteOutbox(tmp_path / "o.sqlite3")
+    outbox.enqueue(_conversions(settings, 3), now=T0)
+    with sqlite3.connect(tmp_path / "o.sqlite3") as conn:
+        conn.execute(f"UPDATE outbox SET record = {damage} WHERE conversion_id = 'ord_1'")
+    _sender(settings, outbox).run(once=True)
+    assert set(fake_x.accepted_ids()) == {"ord_0", "ord_2"}
+    (row,) = outbox.rows("ord_1")
+    assert row.state == State.DEAD and row.last_code == "UNREADABLE_RECORD"
+    outbox.close()
+
+
 def test_the_lease_is_renewed_while_a_slow_post_is_in_flight(base_config, fake_x):
     settings = _settings(base_config, fake_x, timeout_seconds=2.0, lease_seconds=2.1)
     outbox = RecordingOutbox()

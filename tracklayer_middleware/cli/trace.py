@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ..conversion import Conversion
+from ..conversion import x_payload
 from ..delivery.report import Trace
 from .output import EXIT_OK, EXIT_PROBLEMS, shorten_hash
 
@@ -27,10 +27,9 @@ def payload_as_sent(row: OutboxRow, settings: TrackLayerSettings) -> dict[str, A
     None for a row whose record this TrackLayer cannot read (a newer record version).
     """
     try:
-        conversion = Conversion.from_record(row.record)
+        body = x_payload(row.record, send_external_id=settings.send_external_id)
     except (ValueError, TypeError, KeyError):
         return None
-    body = conversion.to_x(send_external_id=settings.send_external_id)
     body["identifiers"] = [
         {k: (shorten_hash(v) if k in _HASHED_KEYS else v) for k, v in item.items()}
         for item in body["identifiers"]

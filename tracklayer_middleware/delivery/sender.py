@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Protocol
 
-from ..conversion import Conversion
+from ..conversion import x_payload
 from ..errors import OutboxError
 from ..settings import TrackLayerSettings
 from . import policy
@@ -480,22 +480,29 @@ def _batches(
 ) -> tuple[list[_Batch], list[tuple[OutboxRow, str]]]:
     """Rows grouped by pixel into batches of at most ``batch_size``, with their payloads;
     and the rows whose record could not be turned back into a conversion."""
-    by_pixel: dict[str, list[tuple[OutboxRow, Conversion]]] = defaultdict(list)
+    by_pixel: dict[str, list[tuple[OutboxRow, dict[str, Any], tuple[str, ...]]]] = (
+        defaultdict(list)
+    )
     unreadable: list[tuple[OutboxRow, str]] = []
     for row in rows:
         try:
-            by_pixel[row.pixel_id].append((row, Conversion.from_record(row.record)))
+            payload = x_payload(row.record, send_external_id=settings.send_external_id)
+            names = tuple(row.record.get("identifiers", ()))
+            if not all(isinstance(name, str) for name in names):
+                raise TypeError("identifier names are not text")
         except Exception as exc:  # an old or damaged row must not block the others
             unreadable.append((row, f"stored record unreadable: {type(exc).__name__}: {exc}"))
+        else:
+            by_pixel[row.pixel_id].append((row, payload, names))
     batches = []
-    for pixel, pairs in by_pixel.items():
-        for start in range(0, len(pairs), settings.batch_size):
-            chunk = pairs[start:start + settings.batch_size]
+    for pixel, entries in by_pixel.items():
+        for start in range(0, len(entries), settings.batch_size):
+            chunk = entries[start:start + settings.batch_size]
             batches.append(_Batch(
                 pixel_id=pixel,
-                rows=[row for row, _ in chunk],
-                payloads=[c.to_x(send_external_id=settings.send_external_id) for _, c in chunk],
-                identifiers=[tuple(c.identifier_names()) for _, c in chunk],
+                rows=[row for row, _, _ in chunk],
+                payloads=[payload for _, payload, _ in chunk],
+                identifiers=[names for _, _, names in chunk],
             ))
     return batches, unreadable
 
