@@ -45,7 +45,6 @@ class TrackLayerMiddleware:
         self.app = app
         self.engine = engine_from(engine, settings)
         self.gateway = RequestGateway(self.engine)
-        self._endpoint_path = self.engine.settings.attribution_path
 
     def __repr__(self) -> str:
         return f"TrackLayerMiddleware({self.app!r}, {self.engine!r})"
@@ -54,10 +53,10 @@ class TrackLayerMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        if scope["path"] == self._endpoint_path:
+        gateway = self.gateway
+        if gateway.is_endpoint(scope["path"]):
             await self._answer_endpoint(ScopeFacts(scope), receive, send)
             return
-        gateway = self.gateway
         cookies: tuple[str, ...] = ()
         tracker = gateway.plain(scope["query_string"].decode("latin-1"), _header(scope, b"cookie"))
         if tracker is None:
@@ -75,8 +74,9 @@ class TrackLayerMiddleware:
         finally:
             deactivate(token)
             if tracker.has_pending:  # converted after the last body message, or never sent
-                await response.hand_off(final=True, error=error)
-            tracker.close()  # a later convert() (a thread the view started) hands off itself
+                await response.hand_off(final=True, error=error)  # closes the tracker
+            else:  # no coroutine for the common, empty case
+                tracker.close()  # a later convert() (a thread the view started) hands off itself
 
     async def _answer_endpoint(self, facts: ScopeFacts, receive: Receive, send: Send) -> None:
         response = self.gateway.check_endpoint(facts)

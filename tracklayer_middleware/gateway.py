@@ -107,7 +107,6 @@ class RequestGateway:
         self._allowed_origins = frozenset(_origin_of(o) for o in settings.allowed_origins)
         # Request trackers announce their hand-off, so flush() waits for it (see finish()).
         self._tracker = functools.partial(Tracker, engine, announce=True)
-        self._plain_possible = self._resolver is None
 
     def __repr__(self) -> str:
         path = self.settings.attribution_path
@@ -120,7 +119,7 @@ class RequestGateway:
         The fast path shells try first, from the raw query string and ``Cookie`` header
         alone: no ``twclid`` in the query, none of our cookies, no ``consent_resolver``.
         """
-        if self._plain_possible and not (self._enabled and self._may_land(query, cookies)):
+        if self._resolver is None and not (self._enabled and self._may_land(query, cookies)):
             return self._tracker()
         return None
 

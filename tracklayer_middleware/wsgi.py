@@ -28,9 +28,9 @@ WSGIApp = Callable[[Environ, StartResponse], Iterable[bytes]]
 class TrackLayerWSGIMiddleware:
     """Landing capture, the attribution endpoint and after-response hand-off for a WSGI app.
 
-    ``TrackLayerWSGIMiddleware(app, engine)``, or with ``settings=...`` / setting keywords to
-    build the engine (reachable as ``.engine``). Views reach the request's tracker as
-    ``environ["tracklayer.tracker"]`` or ``current_tracker()``.
+    ``TrackLayerWSGIMiddleware(app, engine)``, or ``TrackLayerWSGIMiddleware(app,
+    settings=...)`` to build the engine (reachable as ``.engine``). Views reach the
+    request's tracker as ``environ["tracklayer.tracker"]`` or ``current_tracker()``.
     """
 
     def __init__(
@@ -171,14 +171,12 @@ class ClosingResponse:
     def end(self, *, complete: bool, error: BaseException | None) -> None:
         """Leave the tracker's context; hand off (status < 500, no app failure) or drop."""
         deactivate(self._token)
-        tracker = self.tracker
-        if not tracker.has_pending:
-            tracker.close()  # a later convert() (a thread the view started) hands off itself
-            return
         gateway = self._gateway
-        conversions = gateway.finish(tracker, status=self._status, complete=complete, error=error)
+        conversions = gateway.finish(
+            self.tracker, status=self._status, complete=complete, error=error
+        )
         if conversions:
-            gateway.handoff(tracker, conversions)
+            gateway.handoff(self.tracker, conversions)
 
 
 class SizedClosingResponse(ClosingResponse):
